@@ -1,0 +1,203 @@
+"""The one configuration tree of ringkv: frozen dataclasses, a default beside every field.
+
+Invariants: every knob lives here and nowhere else; every field has a documented
+default (the comment after it); :meth:`RingkvConfig.validate` is called once at start-up
+and raises :class:`~ringkv.errors.ConfigError` naming the field. Configuration is passed
+explicitly (never global), so a simulator can run many nodes with different configs in one
+process. ``docs/configuration.md`` is generated from this file (``python -m ringkv.config``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ringkv.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The per-node LSM storage engine (``ringkv.storage``)."""
+
+    sync_mode: str = "batch"  # commit log sync: "batch" (group commit, ack after fsync), "periodic", "off"
+    sync_period_ms: int = 10  # periodic mode: fsync at least this often; a crash loses at most this window
+    segment_bytes: int = 32 * MiB  # commit log segment size before rolling to a new file
+    memtable_bytes: int = 32 * MiB  # memtable size that triggers a flush to an SSTable
+    max_pending_flushes: int = 2  # immutable memtables waiting to flush before writers are slowed
+    block_bytes: int = 4 * KiB  # SSTable data block size (uncompressed)
+    compression: str = "none"  # SSTable block compression: "none" or "zlib"
+    bloom_fp_rate: float = 0.01  # bloom filter false-positive rate per SSTable
+    block_cache_bytes: int = 64 * MiB  # decoded-block cache shared by all SSTables
+    compaction: str = "size_tiered"  # compaction strategy: "size_tiered" or "none"
+    compaction_min_threshold: int = 4  # size-tiered: SSTables of similar size needed to compact
+    compaction_bucket_ratio: float = 2.0  # size-tiered: sizes within this ratio share a bucket
+    gc_grace_seconds: float = 864000.0  # tombstones older than this may be dropped by compaction (10 days)
+
+    def validate(self) -> None:
+        _one_of("storage.sync_mode", self.sync_mode, ("batch", "periodic", "off"))
+        _one_of("storage.compression", self.compression, ("none", "zlib"))
+        _one_of("storage.compaction", self.compaction, ("size_tiered", "none"))
+        _positive("storage.segment_bytes", self.segment_bytes)
+        _positive("storage.memtable_bytes", self.memtable_bytes)
+        _positive("storage.block_bytes", self.block_bytes)
+        _positive("storage.max_pending_flushes", self.max_pending_flushes)
+        if not 0.0 < self.bloom_fp_rate < 0.5:
+            raise ConfigError("storage.bloom_fp_rate", "must be in (0, 0.5)")
+        if self.compaction_min_threshold < 2:
+            raise ConfigError("storage.compaction_min_threshold", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Sizes past which a request is refused with ``TooLarge``."""
+
+    max_key_bytes: int = 1 * KiB  # largest key a client may write
+    max_value_bytes: int = 1 * MiB  # largest value a client may write
+    max_frame_bytes: int = 16 * MiB  # largest wire frame accepted (client and internode)
+    max_siblings: int = 64  # a key with more live siblings refuses further blind writes (Overloaded)
+
+    def validate(self) -> None:
+        _positive("limits.max_key_bytes", self.max_key_bytes)
+        _positive("limits.max_value_bytes", self.max_value_bytes)
+        if self.max_frame_bytes < self.max_key_bytes + self.max_value_bytes + 4 * KiB:
+            raise ConfigError("limits.max_frame_bytes", "must exceed max key + max value + 4 KiB")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Replication and default consistency for requests that name none."""
+
+    replication: dict[str, int] = field(default_factory=lambda: {"dc1": 3})  # replicas per data center
+    read_level: str = "QUORUM"  # default R when a request names none
+    write_level: str = "QUORUM"  # default W when a request names none
+    request_timeout_ms: int = 2000  # coordinator waits this long for R/W replies before Timeout
+    read_repair: bool = True  # after a get, write the merged version to replicas that were stale
+
+    def validate(self) -> None:
+        if not self.replication or any(n < 1 for n in self.replication.values()):
+            raise ConfigError("cluster.replication", "needs at least one dc with >= 1 replica")
+        _positive("cluster.request_timeout_ms", self.request_timeout_ms)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Identity and addresses of one node."""
+
+    node_id: str = ""  # unique name; "" = generated once and stored in data_dir/node.toml
+    host: str = "127.0.0.1"  # address to bind and advertise (secure default: loopback only)
+    port: int = 7400  # internode + client RPC port (msgpack frames)
+    http_port: int = 0  # HTTP/JSON API and /metrics; 0 = port + 1000
+    data_dir: str = "./data"  # where node.toml, commitlog/, sstables/ and hints/ live
+    seeds: tuple[str, ...] = ()  # "host:port" of nodes to contact at start
+    dc: str = "dc1"  # data center name
+    rack: str = "rack1"  # rack name
+    num_tokens: int = 64  # virtual nodes (tokens) this node owns; see docs/ring-balance.md
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("node.port", "must be in 1..65535")
+        _positive("node.num_tokens", self.num_tokens)
+
+    def effective_http_port(self) -> int:
+        """The HTTP port actually used."""
+        return self.http_port or self.port + 1000
+
+
+@dataclass(frozen=True)
+class RingkvConfig:
+    """The whole configuration of one node."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def validate(self) -> "RingkvConfig":
+        """Check every section; raise ConfigError naming the bad field. Returns self."""
+        for section in (self.node, self.cluster, self.storage, self.limits):
+            section.validate()
+        return self
+
+    @classmethod
+    def local(cls) -> "RingkvConfig":
+        """Preset for a laptop cluster: small memtables, batch sync."""
+        return cls(storage=StorageConfig(memtable_bytes=8 * MiB))
+
+    @classmethod
+    def sim(cls) -> "RingkvConfig":
+        """Preset for the deterministic simulator: tiny memtables so flushes happen often."""
+        return cls(storage=StorageConfig(memtable_bytes=256 * KiB, block_cache_bytes=4 * MiB))
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: dict[str, Any]) -> "RingkvConfig":
+        """Read a TOML file whose tables are the sections ([node], [cluster], ...)."""
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        for section, values in overrides.items():
+            data.setdefault(section, {}).update(values)
+        return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> RingkvConfig:
+    """Build a config from nested dicts, rejecting unknown sections and fields."""
+    kwargs = {}
+    known = {f.name: f for f in fields(RingkvConfig)}
+    for section, values in data.items():
+        if section not in known:
+            raise ConfigError(section, "unknown section")
+        section_cls = known[section].default_factory  # type: ignore[misc]
+        names = {f.name for f in fields(section_cls)}
+        for name in values:
+            if name not in names:
+                raise ConfigError(f"{section}.{name}", "unknown field")
+        vals = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        kwargs[section] = section_cls(**vals)
+    return RingkvConfig(**kwargs)
+
+
+def with_overrides(config: Any, **changes: Any) -> Any:
+    """Return a copy of a config section with some fields replaced."""
+    return replace(config, **changes)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(name, "must be > 0")
+
+
+def render_markdown() -> str:
+    """Render docs/configuration.md from the dataclass tree and its comments."""
+    import inspect
+    import re
+
+    lines = ["# Configuration", "",
+             "Generated from `ringkv/config.py` by `python -m ringkv.config`. Every field can be",
+             "set in the node's TOML file under its section, e.g. `[storage]` `sync_mode = \"batch\"`.", ""]
+    source = inspect.getsource(inspect.getmodule(RingkvConfig))  # type: ignore[arg-type]
+    for f in fields(RingkvConfig):
+        cls = f.default_factory  # type: ignore[misc]
+        lines += [f"## [{f.name}]", "", (cls.__doc__ or "").strip(), "",
+                  "| field | default | meaning |", "| --- | --- | --- |"]
+        for sf in fields(cls):
+            default = getattr(cls(), sf.name)
+            m = re.search(rf"^\s+{sf.name}: .*?#\s*(.*)$", source, re.M)
+            lines.append(f"| `{sf.name}` | `{default!r}` | {m.group(1) if m else ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_markdown())
+
+__all__ = ["StorageConfig", "LimitsConfig", "ClusterConfig", "NodeConfig", "RingkvConfig",
+           "from_dict", "with_overrides"]
