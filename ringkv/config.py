@@ -77,11 +77,14 @@ class ClusterConfig:
     write_level: str = "QUORUM"  # default W when a request names none
     request_timeout_ms: int = 2000  # coordinator waits this long for R/W replies before Timeout
     read_repair: bool = True  # after a get, write the merged version to replicas that were stale
+    full_read_chance: float = 0.1  # share of reads sent to every live replica (not just R), so read repair sees them all
 
     def validate(self) -> None:
         if not self.replication or any(n < 1 for n in self.replication.values()):
             raise ConfigError("cluster.replication", "needs at least one dc with >= 1 replica")
         _positive("cluster.request_timeout_ms", self.request_timeout_ms)
+        if not 0.0 <= self.full_read_chance <= 1.0:
+            raise ConfigError("cluster.full_read_chance", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class NodeConfig:
     host: str = "127.0.0.1"  # address to bind and advertise (secure default: loopback only)
     port: int = 7400  # internode + client RPC port (msgpack frames)
     http_port: int = 0  # HTTP/JSON API and /metrics; 0 = port + 1000
+    resp_port: int = 0  # Redis protocol (RESP2) port; 0 = port + 2000, -1 = do not serve RESP
     data_dir: str = "./data"  # where node.toml, commitlog/, sstables/ and hints/ live
     seeds: tuple[str, ...] = ()  # "host:port" of nodes to contact at start
     dc: str = "dc1"  # data center name
@@ -101,11 +105,19 @@ class NodeConfig:
     def validate(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError("node.port", "must be in 1..65535")
+        if not -1 <= self.resp_port < 65536:
+            raise ConfigError("node.resp_port", "must be -1 (off), 0 (port + 2000) or a port")
         _positive("node.num_tokens", self.num_tokens)
 
     def effective_http_port(self) -> int:
         """The HTTP port actually used."""
         return self.http_port or self.port + 1000
+
+    def effective_resp_port(self) -> int:
+        """The RESP port actually used; 0 when RESP is switched off."""
+        if self.resp_port < 0:
+            return 0
+        return self.resp_port or self.port + 2000
 
 
 @dataclass(frozen=True)

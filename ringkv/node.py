@@ -1,0 +1,491 @@
+"""One ringkv node: the asyncio shell around the pure modules.
+
+The node owns the event loop side of things and nothing else: the storage engine (merge =
+``versions.merge_bytes``), the RPC server and the pooled RPC client to peers, the gossip
+timer driving :class:`ringkv.membership.Membership`, and the ring view built from it.
+Decisions live in the pure modules: levels, Unavailable and quorum outcomes in
+:mod:`ringkv.coordinator`, placement in :mod:`ringkv.ring`, versions in
+:mod:`ringkv.versions`. The RPC methods are those of docs/architecture.md.
+
+Write path (``put``/``delete``): a node that is not a replica of the key forwards the
+request to one (first live replica, local dc first). The coordinating replica checks
+liveness (``Unavailable`` before anything is written), reads its local version set, mints
+the new dot with ``versions.update`` and sends ``replica_put`` to the other live replicas
+while writing locally (``engine.aput``: durable per sync mode); it answers after W acks.
+Dot minting is serialised per key without locks: the read-update-register step runs
+without an await, and a version not yet in the engine is kept in ``_minting`` until it is.
+
+Read path (``get``): the coordinator reads its own replica directly (when it is one) and
+sends ``replica_get`` to just enough other live replicas to meet R
+(``coordinator.read_targets``); a replica that fails is replaced by a spare. A share
+``cluster.full_read_chance`` of reads (and every read at a level that needs all replicas) goes to
+every live replica. The answer goes back after R replies; late replies are still collected
+until every contacted replica answered or the timeout fired, and those whose version set
+differs from the join get it written (read repair). The per-request machinery is in
+:mod:`ringkv.node_ops`.
+
+Client input never crashes the node: bad fields are ``InvalidRequest``, oversize keys and
+values ``TooLarge``, and the transport answers any other exception with a generic error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+from typing import Any, Callable
+
+from ringkv import coordinator as co
+from ringkv import node_ops as ops
+from ringkv import versions
+from ringkv.clock import Clock, SystemClock
+from ringkv.config import RingkvConfig
+from ringkv.errors import Closed, InvalidRequest, Overloaded, RingkvError, TooLarge, Unavailable
+from ringkv.identity import Identity, load_or_create
+from ringkv.membership import NORMAL, Member, Membership, MembershipConfig, Send, StateChanged
+from ringkv.net.transport import RpcClient, RpcServer
+from ringkv.ring import NodeInfo, Ring, token_for
+
+log = logging.getLogger(__name__)
+
+EMPTY_CONTEXT = versions.encode_context({})
+COUNTERS = ("get", "put", "delete", "forwarded", "replica_get", "replica_put", "read_repairs",
+            "unavailable", "timeouts", "errors", "gossip_in", "gossip_out")
+
+
+class Node:
+    """A ringkv node. ``await start()``, serve, ``await close()``."""
+
+    def __init__(self, config: RingkvConfig, *, clock: Clock | None = None,
+                 rng: random.Random | None = None,
+                 membership_config: MembershipConfig | None = None) -> None:
+        self.config = config.validate()
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.membership_config = membership_config or MembershipConfig()
+        self.limits = config.limits
+        self.timeout = config.cluster.request_timeout_ms / 1000.0
+        self.replication = dict(config.cluster.replication)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.ident: Identity | None = None
+        self.node_id = self.dc = ""  # set from the identity by start()
+        self.resp_port = 0  # set by the server when it serves RESP
+        self.engine: Any = None
+        self.server: RpcServer | None = None
+        self.rpc = RpcClient(config.limits.max_frame_bytes, connect_timeout=self.timeout)
+        self.membership: Membership | None = None
+        self.ring = Ring([], self.replication)
+        self._ring_sig: tuple = ()
+        self._addr: dict[str, tuple[str, int]] = {}
+        self._dc_of: dict[str, str] = {}
+        self._reqs: dict[tuple, co.Requirement] = {}  # (level, replicas) -> requirement
+        self._minting: dict[bytes, bytes] = {}
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handlers: dict[str, Callable[[dict], Any]] = {
+            "get": self._rpc_get, "put": self._rpc_put, "delete": self._rpc_delete,
+            "replica_get": self._rpc_replica_get, "replica_put": self._rpc_replica_put,
+            "ring": lambda body: self.ring_info(), "status": lambda body: self.status(),
+            "ping": lambda body: {}, "gossip": self._rpc_gossip,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> "Node":
+        """Open the engine, listen, join the gossip. Returns once serving."""
+        from ringkv.storage.engine import Engine
+
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self.ident = load_or_create(cfg.node)
+        self.node_id, self.dc = self.ident.node_id, self.ident.dc
+        grace = cfg.storage.gc_grace_seconds
+        self.engine = Engine.open(
+            os.path.join(cfg.node.data_dir, "engine"), cfg.storage, merge=versions.merge_bytes,
+            purgeable=lambda data, now: versions.purgeable(data, now, grace), clock=self.clock)
+        try:
+            self.server = RpcServer(self.handle, cfg.node.host, cfg.node.port,
+                                    cfg.limits.max_frame_bytes)
+            await self.server.start()
+        except OSError as exc:
+            self.engine.close()
+            self.engine = None
+            raise Closed(f"cannot listen on {cfg.node.host}:{cfg.node.port}: "
+                         f"{exc.strerror or exc}") from None
+        self._start_membership()
+        return self
+
+    async def close(self) -> None:
+        """Stop serving and close the engine (its commit log is synced by close)."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self.server is not None:
+            await self.server.close()
+        await self.rpc.close()
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await asyncio.get_running_loop().run_in_executor(None, engine.close)
+
+    # ------------------------------------------------------------------ membership
+
+    def _start_membership(self) -> None:
+        assert self.ident is not None and self.server is not None
+        node = self.config.node
+        me = Member(self.ident.node_id, host=node.host, port=self.server.port,
+                    http_port=node.effective_http_port(), dc=self.ident.dc, rack=self.ident.rack,
+                    tokens=self.ident.tokens, state=NORMAL,
+                    generation=int(self.clock.now() * 1000))
+        self.membership = Membership(me, self.rng, self.membership_config)
+        for seed in node.seeds:
+            host, _, port = seed.rpartition(":")
+            if port.isdigit() and (host, int(port)) != (node.host, self.server.port):
+                self.membership.add_seed(host or "127.0.0.1", int(port))
+        self._refresh_ring()
+        self._on_tick()
+
+    def _on_tick(self) -> None:
+        assert self.membership is not None and self._loop is not None
+        try:
+            self._perform(self.membership.tick(self.clock.monotonic()))
+            self._refresh_ring()
+        except Exception:  # noqa: BLE001 - the gossip timer must keep running
+            log.exception("gossip tick failed")
+        self._tick_handle = self._loop.call_later(
+            self.membership_config.gossip_interval_s, self._on_tick)
+
+    def _perform(self, effects: list) -> None:
+        changed = False
+        for eff in effects:
+            if isinstance(eff, Send):
+                self._gossip_send(eff)
+            elif isinstance(eff, StateChanged):
+                log.info("node %s: %s -> %s", eff.node_id, eff.old or "(new)", eff.new)
+                changed = True
+        if changed:
+            self._refresh_ring()
+
+    def _gossip_send(self, eff: Send) -> None:
+        self.counters["gossip_out"] += 1
+        task = asyncio.ensure_future(self.rpc.call(
+            eff.host, eff.port, "gossip", {"kind": eff.kind, "body": eff.body}, timeout=1.0))
+        task.add_done_callback(functools.partial(self._gossip_sent, eff.node_id))
+
+    def _gossip_sent(self, node_id: str | None, task: asyncio.Future) -> None:
+        if task.cancelled() or task.exception() is None or self.membership is None:
+            return
+        self._perform(self.membership.on_unreachable(node_id, self.clock.monotonic()))
+
+    def _rpc_gossip(self, body: dict) -> dict:
+        assert self.membership is not None
+        kind, inner = body.get("kind"), body.get("body")
+        if not isinstance(kind, str) or not isinstance(inner, dict):
+            raise InvalidRequest("gossip needs kind (str) and body (map)")
+        self.counters["gossip_in"] += 1
+        self._perform(self.membership.on_message(kind, inner, self.clock.monotonic()))
+        return {}
+
+    def _refresh_ring(self) -> None:
+        """Rebuild the ring when the token owners or their addresses changed."""
+        assert self.membership is not None
+        members = self.membership.ring_members()
+        sig = tuple((m.node_id, m.host, m.port, m.http_port, m.dc, m.rack, m.tokens)
+                    for m in members)
+        if sig == self._ring_sig:
+            return
+        infos = [NodeInfo(m.node_id, m.tokens, m.dc, m.rack, m.host, m.port, m.http_port)
+                 for m in members]
+        self.ring = Ring(infos, self.replication)
+        self._addr = {m.node_id: (m.host, m.port) for m in members}
+        self._dc_of = {m.node_id: m.dc for m in members}
+        self._reqs = {}
+        self._ring_sig = sig
+
+    def alive(self, node_id: str) -> bool:
+        assert self.membership is not None
+        return self.membership.alive(node_id)
+
+    # ------------------------------------------------------------------ RPC entry
+
+    def handle(self, method: str, body: dict, peer: str) -> Any:
+        """The RpcServer handler: a dict (fast path) or an awaitable of one."""
+        fn = self._handlers.get(method)
+        if fn is None:
+            raise InvalidRequest(f"unknown method {method!r}")
+        return fn(body)
+
+    def _rpc_get(self, body: dict) -> Any:
+        """A dict when the read completed at once (R met locally), else a plain future:
+        either way the transport needs no Task."""
+        done = self._start_get(body.get("key"), body.get("r"))
+        if done.done():
+            return self._get_result(done.result())
+        out = done.get_loop().create_future()
+        done.add_done_callback(functools.partial(self._finish_get, out))
+        return out
+
+    async def _rpc_put(self, body: dict) -> dict:
+        value = body.get("value")
+        if value is None:
+            raise InvalidRequest("put needs a value (bytes); use delete to remove a key")
+        ctx = await self.put(body.get("key"), value, body.get("context"), body.get("w"),
+                             body.get("ttl"), forwarded=bool(body.get("forwarded")))
+        return {"context": ctx}
+
+    async def _rpc_delete(self, body: dict) -> dict:
+        await self.delete(body.get("key"), body.get("context"), body.get("w"),
+                          forwarded=bool(body.get("forwarded")))
+        return {}
+
+    def _rpc_replica_get(self, body: dict) -> dict:
+        self.counters["replica_get"] += 1
+        return {"vs": self.engine.get(_skey(body))}
+
+    def _rpc_replica_put(self, body: dict) -> Any:
+        skey, vs = _skey(body), body.get("vs")
+        if type(vs) is not bytes:
+            raise InvalidRequest("replica_put needs vs (bytes)")
+        versions.decode(vs)  # refuse a malformed set before it reaches the engine
+        self.counters["replica_put"] += 1
+        return self._replica_put_reply(skey, vs)
+
+    async def _replica_put_reply(self, skey: bytes, vs: bytes) -> dict:
+        await self.engine.aput(skey, vs)
+        return {}
+
+    # ------------------------------------------------------------------ client operations
+
+    async def get(self, key: object, level: object = None) -> tuple[list[bytes], bytes]:
+        """Values and encoded context of ``key`` read at ``level`` (default read level)."""
+        done = self._start_get(key, level)
+        reply = self._get_result(done.result() if done.done() else await done)
+        return reply["values"], reply["context"]
+
+    def _start_get(self, key: object, level: object) -> asyncio.Future:
+        """Start a coordinated read; the future gets its outcome."""
+        self.counters["get"] += 1
+        key = self._key(key)
+        lvl = co.parse_level(level, self.config.cluster.read_level)
+        token = token_for(key)
+        replicas = self.ring.replicas(token)
+        req = self._requirement(lvl, replicas)
+        full = self.rng.random() < self.config.cluster.full_read_chance
+        targets = co.read_targets(req, replicas, self.alive, self.node_id, full)
+        return ops.ReadOp(self, req, token.to_bytes(8, "big") + key, replicas, targets).done
+
+    def _get_result(self, outcome: Any) -> dict:
+        """The ``get`` reply for a read outcome; raises the failure."""
+        if not isinstance(outcome, co.Success):
+            raise self._failed(outcome)
+        if outcome.value is None:
+            return {"values": [], "context": EMPTY_CONTEXT}
+        vs = versions.decode(outcome.value)
+        return {"values": versions.values(vs), "context": versions.encode_context(vs[0])}
+
+    def _finish_get(self, out: asyncio.Future, done: asyncio.Future) -> None:
+        try:
+            out.set_result(self._get_result(done.result()))
+        except RingkvError as exc:
+            out.set_exception(exc)
+
+    async def put(self, key: object, value: object, context: object = None,
+                  level: object = None, ttl: object = None, *, forwarded: bool = False) -> bytes:
+        """Write ``value`` (None = tombstone) superseding ``context``; the new context."""
+        self.counters["put" if value is not None else "delete"] += 1
+        key = self._key(key)
+        value = self._value(value) if value is not None else None
+        ctx = _context(context)
+        lvl = co.parse_level(level, self.config.cluster.write_level)
+        if ttl is not None:  # a TTL on a merged version set has no agreed meaning yet
+            raise InvalidRequest("ttl is not supported on replicated keys")
+        token = token_for(key)
+        replicas = self.ring.replicas(token)
+        if self.node_id not in replicas:
+            return await self._forward(key, value, context, level, ttl, replicas, forwarded)
+        req = self._requirement(lvl, replicas)
+        skey = token.to_bytes(8, "big") + key
+        data, new = self._mint(skey, ctx, value)
+        q = co.WriteQuorum(req, [self.node_id] + co.targets(replicas, self.alive, self.node_id))
+        try:
+            outcome = await ops.WriteOp(self, q, skey, data).run()
+        finally:
+            if self._minting.get(skey) is data:
+                del self._minting[skey]
+        if not isinstance(outcome, co.Success):
+            raise self._failed(outcome)
+        return versions.encode_context(new[0])
+
+    async def delete(self, key: object, context: object = None, level: object = None, *,
+                     forwarded: bool = False) -> None:
+        """Write a tombstone version superseding ``context``."""
+        await self.put(key, None, context, level, forwarded=forwarded)
+
+    # The node as the RESP front end sees it (ringkv.resp_commands.KvOps).
+    kv_get, kv_put, kv_delete = get, put, delete
+
+    # ------------------------------------------------------------------ coordination steps
+
+    def _requirement(self, lvl: co.Level, replicas: list[str]) -> co.Requirement:
+        """The requirement of ``lvl``; raises Unavailable if too few replicas are alive."""
+        cache_key = (lvl, *replicas)
+        req = self._reqs.get(cache_key)
+        if req is None:
+            if len(self._reqs) > 10_000:
+                self._reqs.clear()
+            req = self._reqs[cache_key] = co.requirement(lvl, replicas, self._dc_of,
+                                                          self.replication, self.dc)
+        unavailable = co.check_alive(req, self.alive)
+        if unavailable is not None:
+            self.counters["unavailable"] += 1
+            raise unavailable
+        return req
+
+    def _mint(self, skey: bytes, ctx: dict[str, int] | None, value: bytes | None) -> tuple[bytes, Any]:
+        """Read the local set, mint the new version, register it: no await in between.
+
+        A write without a context (``ctx`` None) supersedes every version this replica
+        holds, like a read-modify-write done here: blind writers and context-less deletes
+        do not pile up siblings. Versions only other replicas hold stay concurrent."""
+        raw = ops.join_bytes(self.engine.get(skey), self._minting.get(skey))
+        local = versions.decode(raw) if raw is not None else versions.EMPTY
+        if ctx is None:
+            ctx = local[0]
+        new = versions.update(local, ctx, self.node_id, value, self.clock.now())
+        if len(new[1]) > self.limits.max_siblings:
+            raise Overloaded(f"key has {len(new[1])} siblings, over limits.max_siblings="
+                             f"{self.limits.max_siblings}; resolve them with a put carrying "
+                             "the context of a get")
+        data = versions.encode(new)
+        self._minting[skey] = data
+        return data, new
+
+    async def _forward(self, key: bytes, value: bytes | None, context: object, level: object,
+                       ttl: object, replicas: list[str], forwarded: bool) -> bytes:
+        """A non-replica hands a write to a replica, which mints the dot."""
+        if forwarded:
+            raise Unavailable(1, 0, "forwarded write reached a non-replica (ring views differ)")
+        target = co.forward_target(replicas, self.alive, self._dc_of, self.dc)
+        if target is None:
+            raise Unavailable(len(replicas), 0, "no live replica to forward the write to")
+        self.counters["forwarded"] += 1
+        host, port = self._addr[target]
+        if value is None:
+            body = {"key": key, "context": context, "w": level, "forwarded": True}
+            await self.rpc.call(host, port, "delete", body, self.timeout * 2)
+            return b""
+        body = {"key": key, "value": value, "context": context, "w": level, "ttl": ttl,
+                "forwarded": True}
+        reply = await self.rpc.call(host, port, "put", body, self.timeout * 2)
+        return reply.get("context", b"")
+
+    def _request(self, node: str, method: str, body: dict) -> asyncio.Future:
+        """One RPC to a peer, as a future (fails with Timeout after ``self.timeout``)."""
+        host, port = self._addr[node]
+        return ops.request(self.rpc, host, port, method, body, self.timeout)
+
+    def _repair(self, node: str, skey: bytes, merged: bytes) -> None:
+        """Write the joined version set to a stale replica (read repair), in the background."""
+        self.counters["read_repairs"] += 1
+        if node == self.node_id:
+            fut = asyncio.ensure_future(self.engine.aput(skey, merged))
+        else:
+            fut = self._request(node, "replica_put", {"skey": skey, "vs": merged})
+        fut.add_done_callback(_log_repair_failure)
+
+    def _failed(self, outcome: Any) -> RingkvError:
+        if isinstance(outcome, RingkvError):
+            self.counters["timeouts" if type(outcome).__name__ == "Timeout" else "errors"] += 1
+            return outcome
+        return RingkvError(f"unexpected outcome {outcome!r}")
+
+    # ------------------------------------------------------------------ argument checks
+
+    def _key(self, key: object) -> bytes:
+        if type(key) is str:
+            key = key.encode()
+        if type(key) is not bytes or not key:
+            raise InvalidRequest("key must be non-empty bytes")
+        if len(key) > self.limits.max_key_bytes:
+            raise TooLarge("key", len(key), self.limits.max_key_bytes)
+        return key
+
+    def _value(self, value: object) -> bytes:
+        if type(value) is str:
+            value = value.encode()
+        if type(value) is not bytes:
+            raise InvalidRequest("value must be bytes")
+        if len(value) > self.limits.max_value_bytes:
+            raise TooLarge("value", len(value), self.limits.max_value_bytes)
+        return value
+
+    # ------------------------------------------------------------------ introspection
+
+    def ring_info(self) -> dict:
+        """The ``ring`` RPC reply: every token owner with its state, and the replication."""
+        m = self.membership
+        nodes = [{"node_id": n.node_id, "host": n.host, "port": n.port, "http_port": n.http_port,
+                  "dc": n.dc, "rack": n.rack, "tokens": list(n.tokens),
+                  "state": (m.state_of(n.node_id) if m else None) or "unknown"}
+                 for n in self.ring.nodes]
+        return {"nodes": nodes, "replication": dict(self.replication)}
+
+    def status(self) -> dict:
+        """The ``status`` RPC reply: identity, state, load, key estimate, ownership, counters."""
+        node = self.config.node
+        stats = _engine_stats(self.engine)
+        keys = int(stats.get("sstable_entries", 0))  # estimate: flushed entries, memtable not counted
+        return {"node_id": self.node_id, "state": self.membership.state_of(self.node_id)
+                if self.membership else "starting",
+                "host": node.host, "port": self.server.port if self.server else node.port,
+                "http_port": node.effective_http_port(), "resp_port": self.resp_port,
+                "dc": self.dc,
+                "rack": self.ident.rack if self.ident else "", "load": _disk_bytes(node.data_dir),
+                "keys": keys, "ownership": self.ring.ownership().get(self.node_id, 0.0)
+                if self.ring.tokens else 0.0,
+                "tokens": len(self.ident.tokens) if self.ident else 0,
+                "alive": [n for n in sorted(self._addr) if self.alive(n)],
+                "counters": dict(self.counters), "engine": stats}
+
+
+def _skey(body: dict) -> bytes:
+    skey = body.get("skey")
+    if type(skey) is not bytes or len(skey) < 9:
+        raise InvalidRequest("skey must be bytes: 8-byte token + key")
+    return skey
+
+
+def _context(context: object) -> dict[str, int] | None:
+    """The client's context; None when it sent none (a blind write, see ``_mint``)."""
+    if context is None or context == b"":
+        return None
+    if type(context) is not bytes:
+        raise InvalidRequest("context must be bytes (the opaque token from a get)")
+    return versions.decode_context(context)
+
+
+def _engine_stats(engine: Any) -> dict:
+    try:
+        stats = engine.stats() if engine is not None else {}
+    except Exception:  # noqa: BLE001 - status must answer even if stats fail
+        return {}
+    return {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _disk_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _log_repair_failure(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.info("read repair write failed: %s", fut.exception())
+
+
+__all__ = ["Node", "COUNTERS"]

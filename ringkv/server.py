@@ -1,0 +1,122 @@
+"""Run one ringkv node in the foreground: ``serve(config)`` blocks until SIGTERM/SIGINT.
+
+Starts the node (engine, RPC, gossip) and its HTTP API on uvloop, logs to stderr, prints
+``ringkv node <id> serving on <host>:<port> (http :<http_port>)`` on stdout once both
+listen (``ringkv cluster up`` and ``ringkv.testing.cluster`` wait for that line), and on
+a signal stops listening and closes the engine before returning. A second signal during
+shutdown is ignored; shutdown itself is bounded by ``SHUTDOWN_TIMEOUT``.
+
+``python -m ringkv.server --config node.toml`` does the same without the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from ringkv.config import RingkvConfig
+from ringkv.errors import Closed, RingkvError
+
+log = logging.getLogger("ringkv.server")
+SHUTDOWN_TIMEOUT = 20.0  # seconds allowed for closing HTTP, RPC and the engine
+
+
+def serve(config: RingkvConfig) -> None:
+    """Run a node until SIGTERM or SIGINT. Raises ConfigError for a bad config."""
+    import uvloop
+
+    config.validate()
+    _setup_logging()
+    uvloop.run(_run(config))
+
+
+async def _run(config: RingkvConfig) -> None:
+    from ringkv.http import start_http
+    from ringkv.node import Node
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config)
+    await node.start()
+    http = resp = None
+    try:
+        try:
+            http = await start_http(node, config.node.host, config.node.effective_http_port())
+        except OSError as exc:
+            raise Closed(f"cannot listen for HTTP on {config.node.host}:"
+                         f"{config.node.effective_http_port()}: {exc.strerror or exc}") from None
+        resp = await _start_resp(node, config)
+        assert node.server is not None
+        extra = f" (resp :{resp.port})" if resp is not None else ""
+        print(f"ringkv node {node.node_id} serving on {config.node.host}:{node.server.port} "
+              f"(http :{config.node.effective_http_port()}){extra}", flush=True)
+        log.info("node %s up: dc %s, %d tokens, seeds %s", node.node_id, node.dc,
+                 len(node.ident.tokens) if node.ident else 0, ", ".join(config.node.seeds) or "none")
+        await stop.wait()
+        log.info("node %s shutting down", node.node_id)
+    finally:
+        try:
+            await asyncio.wait_for(_shutdown(node, http, resp), SHUTDOWN_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.error("shutdown took longer than %.0fs; exiting anyway", SHUTDOWN_TIMEOUT)
+    log.info("node %s stopped", node.node_id)
+
+
+async def _start_resp(node: Any, config: RingkvConfig) -> Any:
+    """Serve RESP on ``node.effective_resp_port()`` unless it is switched off (-1)."""
+    port = config.node.effective_resp_port()
+    if not port:
+        return None
+    from ringkv.resp_server import RespServer
+
+    server = RespServer(node, config.node.host, port, config.limits, info=node.status)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise Closed(f"cannot listen for RESP on {config.node.host}:{port}: "
+                     f"{exc.strerror or exc}") from None
+    node.resp_port = server.port
+    return server
+
+
+async def _shutdown(node: Any, http: Any, resp: Any) -> None:
+    if resp is not None:
+        await resp.stop()
+    if http is not None:
+        await http.cleanup()
+    await node.close()
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ringkv.server", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="TOML config file")
+    args = parser.parse_args(argv)
+    try:
+        serve(RingkvConfig.load(args.config))
+    except KeyboardInterrupt:
+        pass
+    except RingkvError as exc:
+        print(f"ringkv server: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["serve", "main"]
