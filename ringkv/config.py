@@ -88,6 +88,33 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class MembershipConfig:
+    """Gossip membership and the failure detector (``ringkv.membership``)."""
+
+    gossip_interval_s: float = 1.0  # node.py calls tick() this often; everything below is in seconds
+    fanout: int = 3  # peers gossiped to per tick (push-pull): news reaches n nodes in ~log4(n) ticks
+    suspect_after_s: float = 5.0  # no liveness evidence for this long -> suspected (5 missed gossip rounds)
+    probe_count: int = 3  # other members asked to ping a suspect for us (SWIM indirect probe)
+    probe_interval_s: float = 1.0  # while a peer stays suspected, probe it again this often
+    min_agreeing: int = 2  # nodes (self included) that must find a peer stale before it is down; 1 = no agreement
+
+    def validate(self) -> "MembershipConfig":
+        """Raise ConfigError naming the first bad field; return self."""
+        for name in ("gossip_interval_s", "suspect_after_s", "probe_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"membership.{name}", "must be > 0")
+        if self.fanout < 1:
+            raise ConfigError("membership.fanout", "must be >= 1")
+        if self.probe_count < 0:
+            raise ConfigError("membership.probe_count", "must be >= 0")
+        if self.min_agreeing < 1:
+            raise ConfigError("membership.min_agreeing", "must be >= 1")
+        if self.suspect_after_s < 2 * self.gossip_interval_s:
+            raise ConfigError("membership.suspect_after_s", "must be >= 2 gossip intervals")
+        return self
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Identity and addresses of one node."""
 
@@ -128,10 +155,11 @@ class RingkvConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
 
     def validate(self) -> "RingkvConfig":
         """Check every section; raise ConfigError naming the bad field. Returns self."""
-        for section in (self.node, self.cluster, self.storage, self.limits):
+        for section in (self.node, self.cluster, self.storage, self.limits, self.membership):
             section.validate()
         return self
 
@@ -211,5 +239,5 @@ def render_markdown() -> str:
 if __name__ == "__main__":
     print(render_markdown())
 
-__all__ = ["StorageConfig", "LimitsConfig", "ClusterConfig", "NodeConfig", "RingkvConfig",
+__all__ = ["StorageConfig", "LimitsConfig", "MembershipConfig", "ClusterConfig", "NodeConfig", "RingkvConfig",
            "from_dict", "with_overrides"]

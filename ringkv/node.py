@@ -44,7 +44,7 @@ from ringkv.clock import Clock, SystemClock
 from ringkv.config import RingkvConfig
 from ringkv.errors import Closed, InvalidRequest, Overloaded, RingkvError, TooLarge, Unavailable
 from ringkv.identity import Identity, load_or_create
-from ringkv.membership import NORMAL, Member, Membership, MembershipConfig, Send, StateChanged
+from ringkv.membership import NORMAL, Member, Membership, Send, StateChanged
 from ringkv.net.transport import RpcClient, RpcServer
 from ringkv.ring import NodeInfo, Ring, token_for
 
@@ -59,12 +59,11 @@ class Node:
     """A ringkv node. ``await start()``, serve, ``await close()``."""
 
     def __init__(self, config: RingkvConfig, *, clock: Clock | None = None,
-                 rng: random.Random | None = None,
-                 membership_config: MembershipConfig | None = None) -> None:
+                 rng: random.Random | None = None) -> None:
         self.config = config.validate()
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
-        self.membership_config = membership_config or MembershipConfig()
+        self.membership_config = config.membership
         self.limits = config.limits
         self.timeout = config.cluster.request_timeout_ms / 1000.0
         self.replication = dict(config.cluster.replication)

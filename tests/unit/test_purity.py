@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE_MODULES = ["ringkv/ring.py", "ringkv/versions.py", "ringkv/coordinator.py",
-                "ringkv/membership.py"]
+                "ringkv/membership.py", "ringkv/membership_record.py"]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "threading", "subprocess"}
 RANDOM_ALLOWED = {"Random"}  # attributes of the random module a pure module may use
 

@@ -1,0 +1,50 @@
+"""The config tree: defaults validate, bad values name their field, docs stay generated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ringkv.config import RingkvConfig, from_dict, render_markdown
+from ringkv.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_and_presets_validate():
+    for cfg in (RingkvConfig(), RingkvConfig.local(), RingkvConfig.sim()):
+        assert cfg.validate() is cfg
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"storage": {"sync_mode": "sometimes"}}, "storage.sync_mode"),
+    ({"storage": {"bloom_fp_rate": 0.9}}, "storage.bloom_fp_rate"),
+    ({"node": {"port": 70000}}, "node.port"),
+    ({"node": {"resp_port": -5}}, "node.resp_port"),
+    ({"cluster": {"replication": {}}}, "cluster.replication"),
+    ({"membership": {"fanout": 0}}, "membership.fanout"),
+    ({"limits": {"max_frame_bytes": 10}}, "limits.max_frame_bytes"),
+    ({"nonsense": {}}, "nonsense"),
+    ({"node": {"colour": "blue"}}, "node.colour"),
+])
+def test_bad_values_name_their_field(data, field):
+    with pytest.raises(ConfigError) as err:
+        from_dict(data).validate()
+    assert err.value.field == field
+
+
+def test_toml_load_with_lists(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nseeds = ["127.0.0.1:7401"]\nport = 7500\n[cluster]\nreplication = {dc1 = 2}\n')
+    cfg = RingkvConfig.load(path).validate()
+    assert cfg.node.seeds == ("127.0.0.1:7401",)
+    assert cfg.node.effective_http_port() == 8500
+    assert cfg.node.effective_resp_port() == 9500
+    assert cfg.cluster.replication == {"dc1": 2}
+
+
+def test_configuration_doc_is_generated_from_the_tree():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert doc.strip() == render_markdown().strip(), \
+        "docs/configuration.md is stale: run `python -m ringkv.config > docs/configuration.md`"
