@@ -1,0 +1,250 @@
+"""Flushes and compactions, run on background threads while reads and writes go on.
+
+One flusher thread turns immutable memtables into SSTables, oldest first (so SSTable age
+order is write order and ``flushed_seq`` only grows). One compactor thread merges runs of
+tables picked by compaction.py. Both publish through ``_install``, which (under
+``_manifest_mutex``, so the two never interleave) writes the new manifest first and only
+then swaps the engine's read view: a crash between the two leaves the old or the new table
+set, and files of the loser are orphans for open() to remove. Replaced tables are deleted
+once no scan holds them (refcounts in sstable_reader.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Optional
+
+from ringkv.errors import Closed
+from ringkv.storage import compaction, manifest
+from ringkv.storage import sstable_format as sstf
+from ringkv.storage.memtable import Memtable
+from ringkv.storage.sstable_reader import SSTableReader
+from ringkv.storage.sstable_writer import SSTableWriter
+
+log = logging.getLogger(__name__)
+
+
+class Background:
+    """The flusher and compactor of one engine (``e``)."""
+
+    def __init__(self, e: Any) -> None:
+        self._e = e
+        self._cond = threading.Condition()
+        self._manifest_mutex = threading.Lock()
+        self._compact_mutex = threading.Lock()
+        self._stop = False
+        self._compact_wanted = True
+        self.error: Optional[BaseException] = None
+        self.flushes = self.compactions = self.stalls = 0
+        self.bytes_flushed = self.bytes_compacted = 0
+        self.flushing = self.compacting = 0  # gauges: 1 while one runs
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for target, name in ((self._flusher, "ringkv-flush"), (self._compactor, "ringkv-compact")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop both threads; a running flush finishes, a running compaction is abandoned."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()
+
+    # -- signals from the engine ------------------------------------------------------------
+    def notify_flush(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Back-pressure: block while more than max_pending_flushes memtables wait."""
+        limit = self._e._cfg.max_pending_flushes
+        with self._cond:
+            if len(self._e._view[1]) > limit:
+                self.stalls += 1
+            while len(self._e._view[1]) > limit and not self._stop and self.error is None:
+                self._cond.wait()
+            self._check()
+
+    def wait_flushed(self, seq: int) -> None:
+        """Block until every write up to ``seq`` is in an SSTable."""
+        with self._cond:
+            while self._e._state.flushed_seq < seq and not self._stop and self.error is None:
+                self._cond.wait()
+            self._check()
+            if self._e._state.flushed_seq < seq:
+                raise Closed("engine closed before the flush finished")
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise Closed(f"engine failed in background: {self.error}")
+
+    # -- flushing ------------------------------------------------------------------------
+    def _flusher(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._e._view[1]:
+                    self._cond.wait()
+                if self._stop:
+                    return
+            try:
+                self.flush_memtable(self._e._view[1][-1])
+            except BaseException as exc:
+                log.exception("flush failed; engine stops accepting writes")
+                with self._cond:
+                    self.error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._compact_wanted = True
+                self._cond.notify_all()
+
+    def flush_memtable(self, imm: Memtable) -> None:
+        """Write ``imm`` (the oldest immutable memtable) to an SSTable and publish it."""
+        e = self._e
+        reader = None
+        self.flushing = 1
+        try:
+            if len(imm):
+                reader = self._write_table(None, len(imm), imm.max_seq, memtable=imm)
+                self.flushes += 1
+                self.bytes_flushed += reader.file_bytes  # type: ignore[union-attr]
+            with self._manifest_mutex:
+                tables = e._view[2]
+                new_tables = ((reader,) + tables) if reader is not None else tables
+                self._install(new_tables, max(e._state.flushed_seq, imm.max_seq), drop_imm=imm)
+        finally:
+            self.flushing = 0
+        if e._log is not None:
+            e._log.release_upto(e._state.flushed_seq)
+
+    # -- compaction ----------------------------------------------------------------------
+    def _compactor(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._compact_wanted:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                self._compact_wanted = False
+            try:
+                while not self._stop and self.maybe_compact():
+                    pass
+            except BaseException as exc:
+                log.exception("compaction failed; will retry after the next flush")
+                if isinstance(exc, MemoryError):
+                    with self._cond:
+                        self.error = exc
+                        self._cond.notify_all()
+                    return
+
+    def maybe_compact(self) -> bool:
+        """Run one size-tiered compaction if one is due. Returns whether it ran."""
+        cfg = self._e._cfg
+        if cfg.compaction == "none":
+            return False
+        with self._compact_mutex:
+            tables = self._e._view[2]
+            pick = compaction.pick_size_tiered([t.file_bytes for t in tables],
+                                               cfg.compaction_min_threshold, cfg.compaction_bucket_ratio)
+            if pick is None:
+                return False
+            i, j = pick
+            return self._compact(tables[i:j], tables[j:])
+
+    def compact_range(self, i: int, j: int) -> bool:
+        """Compact the current tables[i:j] (newest first), whatever their sizes; for tests
+        and operators. Returns False if the range is empty."""
+        with self._compact_mutex:
+            tables = self._e._view[2]
+            if not tables[i:j]:
+                return False
+            return self._compact(tables[i:j], tables[j:])
+
+    def compact_all(self) -> None:
+        """Major compaction: merge every table into one (drops what gc_grace allows)."""
+        with self._compact_mutex:
+            tables = self._e._view[2]
+            if tables:
+                self._compact(tables, ())
+
+    def _compact(self, run: tuple, older: tuple) -> bool:
+        self.compacting = 1
+        try:
+            return self._compact_run(run, older)
+        finally:
+            self.compacting = 0
+
+    def _compact_run(self, run: tuple, older: tuple) -> bool:
+        e = self._e
+        now = e._clock.now()
+        items = compaction.merge_sources([t.items() for t in run], e._merge)
+        items = compaction.purge(items, now=now, gc_grace=e._cfg.gc_grace_seconds, merge=e._merge,
+                                 purgeable=e._purgeable, older_may_hold=compaction.older_may_hold(list(older)))
+        reader = self._write_table(items, sum(t.entries for t in run), max(t.max_seq for t in run))
+        if reader is None:
+            return False  # stopped
+        if reader.entries == 0:
+            reader.mark_obsolete()  # everything was purged: install nothing
+            reader = None
+        with self._manifest_mutex:
+            tables = e._view[2]
+            i = tables.index(run[0])
+            assert tables[i:i + len(run)] == run, "compaction run must stay contiguous"
+            new_tables = tables[:i] + ((reader,) if reader else ()) + tables[i + len(run):]
+            self._install(new_tables, e._state.flushed_seq)
+        for t in run:
+            t.mark_obsolete()
+        self.compactions += 1
+        self.bytes_compacted += sum(t.file_bytes for t in run)
+        return True
+
+    # -- shared --------------------------------------------------------------------------
+    def _write_table(self, items: Any, expected: int, max_seq: int,
+                     memtable: Optional[Memtable] = None) -> Optional[SSTableReader]:
+        """Write one SSTable from sorted items, or in bulk from a frozen memtable (a
+        flush, never abandoned); None if a compaction was stopped midway."""
+        e = self._e
+        cfg = e._cfg
+        with self._manifest_mutex:
+            tid = e._state.next_id
+            e._state.next_id += 1
+        path = os.path.join(e._sst_dir, sstf.table_name(tid))
+        w = SSTableWriter(e._fs, path, block_bytes=cfg.block_bytes, compress=cfg.compression == "zlib",
+                          bloom_fp_rate=cfg.bloom_fp_rate, expected_keys=expected)
+        try:
+            if memtable is not None:
+                keys = memtable.sorted_keys()
+                data = memtable.data
+                w.add_sorted(keys, [data[k] for k in keys])
+            else:
+                n = 0
+                for k, entry in items:
+                    w.add(k, entry)
+                    n += 1
+                    if not n & 4095 and self._stop:
+                        w.abort()
+                        return None
+            w.finish(created=e._clock.now(), max_seq=max_seq)
+        except BaseException:
+            w.abort()
+            raise
+        e._fs.sync_dir(e._sst_dir)
+        return SSTableReader(e._fs, path, tid, e._cache, e._tstats)
+
+    def _install(self, tables: tuple, flushed_seq: int, drop_imm: Optional[Memtable] = None) -> None:
+        """Persist then publish a new table set. REQUIRES: _manifest_mutex held."""
+        e = self._e
+        state = manifest.ManifestState([t.table_id for t in tables], e._state.next_id, flushed_seq)
+        manifest.save(e._fs, e._path, state)
+        with e._lock:
+            mem, imms, _ = e._view
+            if drop_imm is not None:
+                imms = tuple(m for m in imms if m is not drop_imm)
+            e._view = (mem, imms, tables)
+            e._state = state

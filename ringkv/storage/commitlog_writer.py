@@ -1,0 +1,278 @@
+"""Commit log writer: appends records to segment files, with group commit.
+
+Writers append encoded records to an in-memory pending list under the engine lock (cheap,
+never blocks on IO). Getting bytes to disk happens under ``_sync_mutex``: whoever holds it
+swaps the pending list out, writes it to the current segment and (unless ``off``) fsyncs.
+
+* ``batch``: a writer returns only when ``synced_seq`` covers its record. A waiter that
+  finds no sync running becomes the leader: it lets writers that are still appending go
+  first (GIL yields, only when others wait), then syncs everything appended so far; the
+  others (followers) wait on ``_sync_cond`` and are woken together when it is done: one
+  fsync per group. Async writers hand their future to the syncer thread instead.
+* ``periodic``: the syncer thread fsyncs every ``sync_period_ms``.
+* ``off``: the syncer thread (or a writer past 1 MiB pending) writes without fsync.
+
+Invariants: records reach a segment in sequence order; ``synced_seq`` only grows and every
+record with seq <= ``synced_seq`` is durable; a segment is deleted only when its highest
+seq is covered by a flushed SSTable (``release_upto``). Lock order: ``_sync_mutex`` before
+the engine lock, never the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from crc32c import crc32c
+
+from ringkv.errors import Closed
+from ringkv.storage import commitlog_format as fmt
+
+log = logging.getLogger(__name__)
+
+WRITE_OUT_BYTES = 1 << 20  # unsynced modes: a writer flushes to the OS past this much pending
+GATHER_YIELDS = 16  # batch mode: most GIL yields a leader makes while writers keep appending
+
+
+class CommitLogWriter:
+    """Appends to ``directory``'s segments, starting a new segment ``segment_id``."""
+
+    def __init__(self, fs: Any, directory: str, segment_id: int, start_seq: int,
+                 sync_mode: str, sync_period_ms: int, segment_bytes: int,
+                 lock: threading.Lock) -> None:
+        self._fs, self._dir = fs, directory
+        self._mode = sync_mode
+        self._period = max(sync_period_ms, 1) / 1000.0
+        self._segment_bytes = segment_bytes
+        self.lock = lock  # the engine lock: guards _pending, _pending_bytes, appended_seq
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.appended_seq = self.written_seq = self.synced_seq = start_seq
+        self._sync_mutex = threading.Lock()  # held while writing out / fsyncing
+        self._sync_cond = threading.Condition(threading.Lock())  # followers wait here
+        self._syncing = False  # a leader is syncing (guarded by _sync_cond)
+        self._in_wait = 0  # threads inside wait_synced (guarded by _sync_cond)
+        self._roll_requested = False
+        self._closed_segments: list[tuple[int, int]] = []  # (segment id, max seq)
+        self._error: BaseException | None = None
+        self._waiters: list[tuple[int, Any, Any]] = []  # (seq, loop, future) for aput
+        self._waiters_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self.fsyncs = 0
+        self.writes_synced = 0
+        self._segment_id = segment_id - 1
+        self._file: Any = None
+        self._open_segment(segment_id)
+        self._thread = threading.Thread(target=self._syncer, name="ringkv-syncer", daemon=True)
+        self._thread.start()
+
+    # -- appending (caller holds the engine lock) -------------------------------------
+    def append(self, seq: int, kind: int, key: bytes, body: bytes) -> None:
+        """Queue one record. REQUIRES: engine lock held; seq = previous seq + 1."""
+        payload = fmt.PAYLOAD_HEAD.pack(seq, kind, len(key)) + key + body
+        rec = fmt.FRAME.pack(len(payload), crc32c(payload)) + payload
+        self._pending.append(rec)
+        self._pending_bytes += len(rec)
+        self.appended_seq = seq
+
+    def request_roll(self) -> None:
+        """Start a new segment at the next write-out (called at a memtable switch, so
+        the old memtable's segments become deletable once it is flushed)."""
+        self._roll_requested = True
+
+    # -- durability -------------------------------------------------------------------
+    def wait_synced(self, seq: int) -> None:
+        """Block until record ``seq`` is durable (batch mode, leader/follower).
+
+        If no sync is running the caller becomes the leader and syncs everything
+        appended so far; otherwise it waits for the running sync to finish and checks
+        again. Followers never queue behind a later leader's fsync once covered.
+        """
+        if self.synced_seq >= seq:
+            return
+        cond = self._sync_cond
+        with cond:
+            self._in_wait += 1
+            try:
+                while self.synced_seq < seq:
+                    self._check()
+                    if self._syncing:
+                        cond.wait()
+                        continue
+                    self._syncing = True
+                    others = self._in_wait > 1
+                    cond.release()
+                    try:
+                        if others:
+                            self._gather()
+                        with self._sync_mutex:
+                            if self.synced_seq < seq:  # close() may have synced it meanwhile
+                                self._check()
+                                self._write_out(True)
+                    finally:
+                        cond.acquire()
+                        self._syncing = False
+                        cond.notify_all()
+            finally:
+                self._in_wait -= 1
+
+    def _gather(self) -> None:
+        """Leader only: yield the GIL while other writers are still appending, so one
+        fsync covers them too (writers woken by the previous fsync would otherwise each
+        miss this one by a few microseconds). Stops as soon as a yield brings nothing."""
+        last = self.appended_seq
+        for _ in range(GATHER_YIELDS):
+            time.sleep(0)
+            if self.appended_seq == last:
+                return
+            last = self.appended_seq
+
+    def maybe_write_out(self) -> None:
+        """Unsynced modes: hand pending bytes to the OS once enough have piled up."""
+        if self._pending_bytes >= WRITE_OUT_BYTES:
+            with self._sync_mutex:
+                self._check()
+                self._write_out(False)
+
+    def add_waiter(self, seq: int, loop: Any, future: Any) -> None:
+        """Complete ``future`` on ``loop`` once ``seq`` is durable (never blocks)."""
+        with self._waiters_lock:
+            self._waiters.append((seq, loop, future))
+        self._wake.set()
+
+    def sync(self) -> None:
+        """Write out and fsync everything appended so far (any mode)."""
+        with self._sync_mutex:
+            self._check()
+            self._write_out(True)
+
+    def release_upto(self, flushed_seq: int) -> None:
+        """Delete closed segments whose every record is in a flushed SSTable."""
+        with self._sync_mutex:
+            keep = []
+            for sid, max_seq in self._closed_segments:
+                if max_seq <= flushed_seq:
+                    self._fs.remove(os.path.join(self._dir, fmt.segment_name(sid)))
+                else:
+                    keep.append((sid, max_seq))
+            self._closed_segments = keep
+
+    def close(self) -> None:
+        """Sync what is pending, stop the syncer and close the segment."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+        with self._sync_mutex:
+            try:
+                if self._error is None:
+                    self._write_out(True)
+            finally:
+                self._resolve_waiters(self._error)  # those covered by the final sync succeed
+                self._resolve_waiters(Closed("commit log closed"))
+                self._file.close()
+                if self._error is None:
+                    self._error = Closed("commit log closed")
+        with self._sync_cond:  # followers re-check: covered, or see the Closed error
+            self._sync_cond.notify_all()
+
+    @property
+    def segment_id(self) -> int:
+        return self._segment_id
+
+    # -- internals (caller holds _sync_mutex) ----------------------------------------
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error if isinstance(self._error, Closed) else Closed(
+                f"commit log failed: {self._error}")
+
+    def _write_out(self, fsync: bool) -> None:
+        try:
+            with self.lock:
+                chunks, self._pending, self._pending_bytes = self._pending, [], 0
+                last = self.appended_seq
+                roll, self._roll_requested = self._roll_requested, False
+            if chunks:
+                self._file.write(b"".join(chunks))
+                self._seg_max_seq = last
+                self.written_seq = last
+            if fsync and self.synced_seq < last:
+                self._file.sync()
+                self.fsyncs += 1
+                self.writes_synced += last - self.synced_seq
+                self.synced_seq = last
+            if (roll or self._file.size >= self._segment_bytes) and self._seg_max_seq > self._seg_start:
+                self._roll()
+        except BaseException as e:  # an fsync failure leaves the file state unknown
+            if self._error is None:
+                self._error = e
+                log.error("commit log write failed: %s", e)
+            if isinstance(e, OSError):
+                raise Closed(f"commit log write failed: {e}") from e
+            raise
+
+    def _roll(self) -> None:
+        if self._mode != "off":
+            self._file.sync()
+        self._file.close()
+        self._closed_segments.append((self._segment_id, self._seg_max_seq))
+        self._open_segment(self._segment_id + 1)
+
+    def _open_segment(self, segment_id: int) -> None:
+        path = os.path.join(self._dir, fmt.segment_name(segment_id))
+        f = self._fs.open_write(path)
+        head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 0, segment_id)
+        f.write(head + crc32c(head).to_bytes(4, "little"))
+        if self._mode != "off":
+            f.sync()
+            self._fs.sync_dir(self._dir)
+        self._file, self._segment_id = f, segment_id
+        self._seg_start = self._seg_max_seq = self.written_seq
+
+    def _syncer(self) -> None:
+        """Background thread: async batch waiters, periodic fsync, unsynced write-out."""
+        timeout = None if self._mode == "batch" else self._period
+        while not self._stop:
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop:
+                break
+            if self._mode == "batch" and not self._waiters:
+                continue
+            try:
+                with self._sync_mutex:
+                    if self._error is None:
+                        self._write_out(self._mode != "off")
+            except BaseException:
+                pass  # recorded in _error; waiters get it below
+            with self._sync_cond:
+                self._sync_cond.notify_all()
+            self._resolve_waiters(self._error)
+
+    def _resolve_waiters(self, error: BaseException | None) -> None:
+        with self._waiters_lock:
+            if not self._waiters:
+                return
+            done_seq = self.synced_seq if self._mode != "off" else self.written_seq
+            ready = [w for w in self._waiters if error is not None or w[0] <= done_seq]
+            self._waiters = [w for w in self._waiters if error is None and w[0] > done_seq]
+        by_loop: dict[Any, list[Any]] = {}
+        for _seq, loop, fut in ready:
+            by_loop.setdefault(loop, []).append(fut)
+        for loop, futs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_complete, futs, error)
+            except RuntimeError:
+                pass  # the loop is closed; nobody is waiting any more
+
+
+def _complete(futures: list[Any], error: BaseException | None) -> None:
+    for f in futures:
+        if not f.done():
+            if error is None:
+                f.set_result(None)
+            else:
+                f.set_exception(error if isinstance(error, Closed) else Closed(str(error)))

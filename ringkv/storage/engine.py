@@ -1,0 +1,371 @@
+"""The storage engine: commit log -> memtable -> SSTables, behind one small API.
+
+Write path: under ``_lock`` a write takes the next sequence number, appends its record to
+the commit log's pending buffer and applies it to the active memtable; then (outside the
+lock) it waits for durability per ``sync_mode``. A full memtable is switched out (frozen)
+and flushed by the background thread. Read path: active memtable, immutable memtables
+newest first, then SSTables newest first, each guarded by key range and bloom filter.
+
+Invariants: ``_view = (memtable, immutables newest first, tables newest first)`` is replaced
+whole (never mutated), so a reader takes one consistent snapshot with one attribute load;
+every write is in the commit log before it is acknowledged (batch: fsync'd); the log and
+the memtables see writes in the same (seq) order, so replay rebuilds the same state.
+Writes may be visible to concurrent readers slightly before they are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any, Iterator, Optional
+
+from ringkv.clock import Clock, SystemClock
+from ringkv.config import StorageConfig
+from ringkv.errors import Closed, InvalidRequest
+from ringkv.storage import commitlog_format as clf
+from ringkv.storage.background import Background
+from ringkv.storage.block_cache import BlockCache
+from ringkv.storage.bloom import key_hash
+from ringkv.storage.commitlog_writer import CommitLogWriter
+from ringkv.storage.compaction import merge_sources
+from ringkv.storage.entry import ENTRY_OVERHEAD, MergeFn, PurgeFn, combine, is_final, visible
+from ringkv.storage.memtable import Memtable, snapshot_items
+from ringkv.storage.recovery import COMMITLOG_DIR, SSTABLE_DIR, recover
+from ringkv.storage.sstable_reader import TableStats
+from ringkv.storage.fs import OsFileSystem
+
+_PUT, _DELETE, _PUT_TTL = clf.KIND_PUT, clf.KIND_DELETE, clf.KIND_PUT_TTL
+_pack_f64 = clf.F64.pack
+
+
+class Engine:
+    """An embeddable, crash-safe, ordered bytes -> bytes store. Use :meth:`open`."""
+
+    @classmethod
+    def open(cls, path: str, config: StorageConfig = StorageConfig(), *, merge: Optional[MergeFn] = None,
+             purgeable: Optional[PurgeFn] = None, clock: Optional[Clock] = None, fs: Any = None) -> "Engine":
+        """Open (creating if needed) the engine in directory ``path``.
+
+        Recovers from any crash: orphan files are removed and the commit log is replayed
+        and flushed, so the engine starts with an empty log. ``merge(older, newer)`` turns
+        puts into merge operands; ``purgeable(value, now)`` lets compaction drop values.
+        """
+        config.validate()
+        self = cls.__new__(cls)
+        self._init(str(path), config, merge, purgeable, clock or SystemClock(), fs or OsFileSystem())
+        return self
+
+    def _init(self, path: str, cfg: StorageConfig, merge: Optional[MergeFn], purgeable: Optional[PurgeFn],
+              clock: Clock, fs: Any) -> None:
+        self._path, self._cfg, self._merge, self._purgeable = path, cfg, merge, purgeable
+        self._clock, self._fs = clock, fs
+        self._sst_dir, self._log_dir = os.path.join(path, SSTABLE_DIR), os.path.join(path, COMMITLOG_DIR)
+        self._lock = threading.Lock()
+        self._cache = BlockCache(cfg.block_cache_bytes)
+        self._tstats = TableStats()
+        self._closed = True  # until open completes
+        self._log: Optional[CommitLogWriter] = None
+        self._gets = self._touched = self._bloom_neg = self._bloom_fp = self._range_skips = 0
+        self._puts = self._deletes = 0
+        self._mem_limit = cfg.memtable_bytes
+        self._batch = cfg.sync_mode == "batch"
+        rec = recover(fs, path, merge, self._cache, self._tstats)
+        self._dir_lock = rec.lock
+        self._state = rec.state
+        self._seq = rec.last_seq
+        self._view: tuple = (Memtable(), (rec.memtable,) if len(rec.memtable) else (), rec.tables)
+        self._bg = Background(self)
+        try:
+            if len(rec.memtable):  # replayed writes go straight to an SSTable
+                self._bg.flush_memtable(rec.memtable)
+            for sid in rec.segments:  # everything in them is now in SSTables
+                fs.remove(os.path.join(self._log_dir, clf.segment_name(sid)))
+            self._log = CommitLogWriter(fs, self._log_dir, (rec.segments[-1] + 1) if rec.segments else 1,
+                                        self._seq, cfg.sync_mode, cfg.sync_period_ms, cfg.segment_bytes,
+                                        self._lock)
+        except BaseException:
+            for t in self._view[2]:
+                t.close()
+            fs.unlock(self._dir_lock)
+            raise
+        self._log_append = self._log.append
+        self._closed = False
+        self._bg.start()
+
+    # -- writes ------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes, *, ttl: Optional[float] = None) -> None:
+        """Store ``value`` under ``key`` (a merge operand in merge mode); durable per sync_mode.
+
+        ``ttl`` (seconds, last-write-wins mode only): the value reads as absent once the
+        clock passes ``now + ttl`` and compaction may then drop it like a tombstone.
+        """
+        if value.__class__ is not bytes or key.__class__ is not bytes:
+            key, value = bytes(key), bytes(value)
+        if ttl is not None:
+            return self._after_write(self._apply(key, _PUT_TTL, *self._ttl_entry(value, ttl)))
+        with self._lock:
+            if self._closed:
+                raise Closed("engine is closed")
+            seq = self._seq = self._seq + 1
+            self._log_append(seq, _PUT, key, value)
+            mem = self._view[0]
+            if self._merge is None:
+                mem.data[key] = value
+                mem.size += len(key) + len(value) + ENTRY_OVERHEAD
+            else:
+                mem.apply(key, value, self._merge)
+            mem.max_seq = seq
+            self._puts += 1
+            if mem.size >= self._mem_limit:
+                self._switch_locked()
+        if self._batch:
+            self._log.wait_synced(seq)  # type: ignore[union-attr]
+        else:
+            self._log.maybe_write_out()  # type: ignore[union-attr]
+        if len(self._view[1]) > self._cfg.max_pending_flushes:
+            self._bg.wait_for_room()
+
+    def delete(self, key: bytes) -> None:
+        """Write a tombstone for ``key``; durable per sync_mode."""
+        key = bytes(key)
+        now = float(self._clock.now())
+        self._deletes += 1
+        self._after_write(self._apply(key, _DELETE, _pack_f64(now), now))
+
+    def _ttl_entry(self, value: bytes, ttl: float) -> tuple[bytes, list]:
+        if self._merge is not None:
+            raise InvalidRequest("ttl is not supported with a merge function")
+        expire = float(self._clock.now() + ttl)
+        return _pack_f64(expire) + value, [value, expire, False]
+
+    def _apply(self, key: bytes, kind: int, body: bytes, entry: Any) -> int:
+        """Log and apply one write; returns its seq (not yet durable)."""
+        with self._lock:
+            if self._closed:
+                raise Closed("engine is closed")
+            seq = self._seq = self._seq + 1
+            self._log_append(seq, kind, key, body)
+            mem = self._view[0]
+            mem.apply(key, entry, self._merge)
+            mem.max_seq = seq
+            if mem.size >= self._mem_limit:
+                self._switch_locked()
+        return seq
+
+    def _after_write(self, seq: int) -> None:
+        if self._batch:
+            self._log.wait_synced(seq)  # type: ignore[union-attr]
+        else:
+            self._log.maybe_write_out()  # type: ignore[union-attr]
+        if len(self._view[1]) > self._cfg.max_pending_flushes:
+            self._bg.wait_for_room()
+
+    def _switch_locked(self) -> None:
+        """Freeze the active memtable and hand it to the flusher. REQUIRES: _lock held."""
+        mem, imms, tables = self._view
+        self._view = (Memtable(), (mem,) + imms, tables)
+        self._log.request_roll()  # type: ignore[union-attr]
+        self._bg.notify_flush()
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, key: bytes) -> Optional[bytes]:
+        """The value for ``key``, or None if absent, deleted or expired."""
+        mem, imms, tables = self._view
+        if self._closed:
+            raise Closed("engine is closed")
+        self._gets += 1
+        if self._merge is not None:
+            return self._get_merged(key, mem, imms, tables)
+        e = mem.data.get(key)
+        if e is None:
+            for im in imms:
+                e = im.data.get(key)
+                if e is not None:
+                    break
+        if e is not None:
+            return e if e.__class__ is bytes else visible(e, self._clock.now())
+        h = key_hash(key)
+        touched = 0
+        for t in tables:
+            if key < t.min_key or key > t.max_key:
+                self._range_skips += 1
+                continue
+            if not t.may_contain(h):
+                self._bloom_neg += 1
+                continue
+            touched += 1
+            e = t.get(key)
+            if e is not None:
+                self._touched += touched
+                return e if e.__class__ is bytes else visible(e, self._clock.now())
+            self._bloom_fp += 1
+        self._touched += touched
+        return None
+
+    def _get_merged(self, key: bytes, mem: Memtable, imms: tuple, tables: tuple) -> Optional[bytes]:
+        merge = self._merge
+        acc = mem.data.get(key)
+        if acc is None or not is_final(acc, merge):
+            for im in imms:
+                e = im.data.get(key)
+                if e is not None:
+                    acc = e if acc is None else combine(e, acc, merge)
+                    if is_final(acc, merge):
+                        break
+            else:
+                acc = self._fold_tables(key, acc, tables)
+        return None if acc is None else visible(acc, self._clock.now())
+
+    def _fold_tables(self, key: bytes, acc: Any, tables: tuple) -> Any:
+        merge = self._merge
+        h = key_hash(key)
+        touched = 0
+        for t in tables:
+            if key < t.min_key or key > t.max_key:
+                self._range_skips += 1
+                continue
+            if not t.may_contain(h):
+                self._bloom_neg += 1
+                continue
+            touched += 1
+            e = t.get(key)
+            if e is None:
+                self._bloom_fp += 1
+                continue
+            acc = e if acc is None else combine(e, acc, merge)
+            if is_final(acc, merge):
+                break
+        self._touched += touched
+        return acc
+
+    def scan(self, start: bytes = b"", end: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
+        """Ordered (key, value) pairs over [start, end), as of this call (a snapshot)."""
+        with self._lock:
+            if self._closed:
+                raise Closed("engine is closed")
+            mem, imms, tables = self._view
+            mem_items = snapshot_items(mem.data, start, end)
+            for t in tables:
+                t.acquire()
+        return self._scan_iter(mem_items, imms, tables, start, end)
+
+    def _scan_iter(self, mem_items: list, imms: tuple, tables: tuple, start: bytes,
+                   end: Optional[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            sources: list[Any] = [mem_items]
+            sources += [im.items(start, end) for im in imms]
+            sources += [t.items(start, end) for t in tables]
+            now = self._clock.now()
+            for k, e in merge_sources(sources, self._merge):
+                v = visible(e, now)
+                if v is not None:
+                    yield k, v
+        finally:
+            for t in tables:
+                t.release()
+
+    # -- maintenance ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every memtable to SSTables; returns when they are installed."""
+        with self._lock:
+            if self._closed:
+                raise Closed("engine is closed")
+            if len(self._view[0].data):
+                self._switch_locked()
+            seq = self._seq
+        self._bg.wait_flushed(seq)
+
+    def compact(self) -> None:
+        """Flush, then merge all SSTables into one (a major compaction)."""
+        self.flush()
+        self._bg.compact_all()
+
+    def close(self) -> None:
+        """Make pending writes durable, stop background work and release files."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._bg.stop()
+        try:
+            self._log.close()  # type: ignore[union-attr]
+        finally:
+            for t in self._view[2]:
+                t.close()
+            self._fs.unlock(self._dir_lock)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters and gauges (see docs/format and the issue for their meaning)."""
+        mem, imms, tables = self._view
+        log, bg, ts = self._log, self._bg, self._tstats
+        sizes = [t.file_bytes for t in tables]
+        total = sum(sizes)
+        gets = self._gets
+        return {
+            "puts": self._puts, "deletes": self._deletes, "gets": gets,
+            "bloom_negatives": self._bloom_neg, "bloom_false_positives": self._bloom_fp,
+            "range_skips": self._range_skips, "sstables_touched": self._touched,
+            "sstables_per_read": self._touched / gets if gets else 0.0,
+            "blocks_read": ts.blocks_read, "block_cache_hits": ts.block_cache_hits,
+            "bytes_read": ts.bytes_read, "block_cache_bytes": self._cache.size,
+            "fsyncs": log.fsyncs if log else 0, "writes_synced": log.writes_synced if log else 0,
+            "writes_per_fsync": (log.writes_synced / log.fsyncs) if log and log.fsyncs else 0.0,
+            "memtable_bytes": mem.size, "immutable_memtables": len(imms),
+            "flushes": bg.flushes, "compactions": bg.compactions, "write_stalls": bg.stalls,
+            "flushing": bg.flushing, "compacting": bg.compacting,
+            "bytes_flushed": bg.bytes_flushed, "bytes_compacted": bg.bytes_compacted,
+            "sstables": len(tables), "sstable_bytes": total,
+            "sstable_entries": sum(t.entries for t in tables),
+            "space_amplification": total / max(sizes) if sizes else 1.0,
+            "last_seq": self._seq, "flushed_seq": self._state.flushed_seq,
+        }
+
+    # -- asyncio ---------------------------------------------------------------------------
+    async def aput(self, key: bytes, value: bytes, *, ttl: Optional[float] = None) -> None:
+        """:meth:`put` for the event loop: never blocks it (waits on a future)."""
+        key, value = bytes(key), bytes(value)
+        if ttl is not None:
+            seq = self._apply(key, _PUT_TTL, *self._ttl_entry(value, ttl))
+        else:
+            seq = self._apply(key, _PUT, value, value)
+            self._puts += 1
+        await self._await_durable(seq)
+
+    async def adelete(self, key: bytes) -> None:
+        """:meth:`delete` for the event loop."""
+        now = float(self._clock.now())
+        self._deletes += 1
+        await self._await_durable(self._apply(bytes(key), _DELETE, _pack_f64(now), now))
+
+    async def aget(self, key: bytes) -> Optional[bytes]:
+        """:meth:`get` for the event loop: memtable hits inline, SSTable reads on a thread."""
+        mem, imms, _ = self._view
+        if self._closed:
+            raise Closed("engine is closed")
+        for m in (mem,) + imms:
+            e = m.data.get(key)
+            if e is not None:
+                if is_final(e, self._merge):
+                    self._gets += 1
+                    return visible(e, self._clock.now())
+                break
+        return await asyncio.get_running_loop().run_in_executor(None, self.get, key)
+
+    async def _await_durable(self, seq: int) -> None:
+        loop = asyncio.get_running_loop()
+        if len(self._view[1]) > self._cfg.max_pending_flushes:
+            await loop.run_in_executor(None, self._bg.wait_for_room)
+        log = self._log
+        if self._batch and log.synced_seq < seq:  # type: ignore[union-attr]
+            fut = loop.create_future()
+            log.add_waiter(seq, loop, fut)  # type: ignore[union-attr]
+            await fut
+        elif not self._batch and log._pending_bytes >= (1 << 20):  # type: ignore[union-attr]
+            log._wake.set()  # type: ignore[union-attr]  # let the syncer write it out

@@ -1,0 +1,147 @@
+"""In-memory file system for crash tests: ``crash()`` keeps only what was made durable.
+
+Implements the engine's file seam (ringkv/storage/fs.py) in memory. Durability is modelled
+the way POSIX promises it, no better: a file's bytes survive a crash only up to its last
+``sync()``, and a name (create, rename, remove) survives only once its directory was
+``sync_dir``'d. ``freeze_after(n)`` simulates power loss at an arbitrary point: after ``n``
+more mutating calls every mutating call raises ``OSError(EIO)``, so the engine stops
+mid-flush, mid-compaction or mid-group-commit; ``crash()`` then throws away everything not
+durable and unfreezes, ready for a fresh ``Engine.open`` on the same object.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import Optional
+
+
+class _Node:
+    __slots__ = ("data", "synced")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.synced = b""
+
+
+class MemWritableFile:
+    def __init__(self, fs: "MemFileSystem", path: str, node: _Node) -> None:
+        self.path, self._fs, self._node, self._epoch = path, fs, node, fs.epoch
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._fs._mutate(self._epoch)
+        self._node.data += data
+        self.size += len(data)
+
+    def sync(self) -> None:
+        self._fs._mutate(self._epoch)
+        self._node.synced = bytes(self._node.data)
+
+    def close(self) -> None:
+        pass
+
+
+class MemReadableFile:
+    def __init__(self, path: str, data: bytes) -> None:
+        self.path = path
+        self._data = data
+        self.size = len(data)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return self._data[offset:offset + n]
+
+    def close(self) -> None:
+        pass
+
+
+class MemFileSystem:
+    """A whole file system in memory, with a durable shadow of it for ``crash()``."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, _Node] = {}
+        self._durable: dict[str, _Node] = {}
+        self._dirs: set[str] = set()
+        self._lock = threading.Lock()
+        self._budget: Optional[int] = None
+        self.epoch = 0
+        self.syncs = 0
+
+    # -- faults ------------------------------------------------------------------------
+    def freeze_after(self, n: int) -> None:
+        """After ``n`` more mutating calls, fail every mutating call with EIO."""
+        self._budget = n
+
+    def crash(self) -> None:
+        """Lose everything not durable; handles opened before the crash stop working."""
+        with self._lock:
+            self._live = dict(self._durable)
+            for node in self._live.values():
+                node.data = bytearray(node.synced)
+            self._budget = None
+            self.epoch += 1
+
+    def _mutate(self, epoch: Optional[int] = None) -> None:
+        if epoch is not None and epoch != self.epoch:
+            raise OSError(errno.EIO, "file handle from before a crash")
+        if self._budget is not None:
+            if self._budget <= 0:
+                raise OSError(errno.EIO, "simulated power loss")
+            self._budget -= 1
+
+    # -- the seam ------------------------------------------------------------------------
+    def open_write(self, path: str) -> MemWritableFile:
+        with self._lock:
+            self._mutate()
+            node = _Node()
+            self._live[path] = node
+            return MemWritableFile(self, path, node)
+
+    def open_read(self, path: str) -> MemReadableFile:
+        return MemReadableFile(path, self.read_all(path))
+
+    def read_all(self, path: str) -> bytes:
+        try:
+            return bytes(self._live[path].data)
+        except KeyError:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path) from None
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._lock:
+            self._mutate()
+            self._live[dst] = self._live.pop(src)
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            self._mutate()
+            self._live.pop(path, None)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.path.basename(p) for p in self._live if os.path.dirname(p) == path) + \
+            sorted(os.path.basename(d) for d in self._dirs if os.path.dirname(d) == path)
+
+    def makedirs(self, path: str) -> None:
+        while path and path not in self._dirs and path != os.path.dirname(path):
+            self._dirs.add(path)  # directories themselves are always durable here
+            path = os.path.dirname(path)
+
+    def exists(self, path: str) -> bool:
+        return path in self._live or path in self._dirs
+
+    def sync_dir(self, path: str) -> None:
+        with self._lock:
+            self._mutate()
+            self.syncs += 1
+            for p in set(self._live) | set(self._durable):
+                if os.path.dirname(p) == path:
+                    if p in self._live:
+                        self._durable[p] = self._live[p]
+                    else:
+                        self._durable.pop(p, None)
+
+    def lock(self, path: str) -> object:
+        return path
+
+    def unlock(self, handle: object) -> None:
+        pass

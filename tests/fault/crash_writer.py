@@ -1,0 +1,60 @@
+"""Child process for test_crash_kill9.py (run as a script, killed with SIGKILL).
+
+Opens the engine in ``batch`` mode with a tiny memtable and a low compaction threshold so
+flushes and compactions run all the time, then writes puts and deletes from several
+threads forever. Each thread owns its keys and reports on stdout, one line per os.write
+(atomic on a pipe): ``I <thread> <key> <value|->`` before an op and ``A <thread>`` once the
+op returned (acknowledged). A monitor line ``S <flushing> <compacting> <flushes>
+<compactions>`` is printed every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+
+from ringkv.config import StorageConfig
+from ringkv.storage import Engine
+
+CONFIG = StorageConfig(sync_mode="batch", memtable_bytes=4096, block_bytes=512,
+                       compaction_min_threshold=2, max_pending_flushes=2)
+KEYS_PER_THREAD = 25
+
+
+def emit(line: str) -> None:
+    os.write(1, (line + "\n").encode())
+
+
+def writer(e: Engine, t: int, seed: int) -> None:
+    rnd = random.Random(seed * 1000 + t)
+    n = 0
+    while True:
+        key = f"t{t}-k{rnd.randrange(KEYS_PER_THREAD)}"
+        n += 1
+        if rnd.random() < 0.25:
+            emit(f"I {t} {key} -")
+            e.delete(key.encode())
+        else:
+            val = f"{seed}.{t}.{n}" + "x" * rnd.randrange(60)
+            emit(f"I {t} {key} {val}")
+            e.put(key.encode(), val.encode())
+        emit(f"A {t}")
+
+
+def main() -> None:
+    path, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    e = Engine.open(path, CONFIG)
+    emit("READY")
+    for t in range(threads):
+        threading.Thread(target=writer, args=(e, t, seed), daemon=True).start()
+    while True:
+        st = e.stats()
+        emit(f"S {st['flushing']} {st['compacting']} {st['flushes']} {st['compactions']}")
+        time.sleep(0.003)
+
+
+if __name__ == "__main__":
+    main()
