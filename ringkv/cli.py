@@ -6,6 +6,7 @@ Commands::
     ringkv cluster up|down|status [--dir D]      a local cluster of real node processes
     ringkv put KEY VALUE | get KEY | delete KEY  client requests
     ringkv status | ring                         cluster view, like ``nodetool status|ring``
+    ringkv repair [--range START:END]            Merkle anti-entropy of a node, with progress
 
 Client commands go to ``--host``, else to the first running node of the local cluster in
 ``$RINGKV_CLUSTER_DIR`` or ``.ringkv-cluster``, else to 127.0.0.1:7400.
@@ -119,10 +120,17 @@ def cli() -> None:
 @click.option("--rack", help="Rack name (default rack1).")
 @click.option("--num-tokens", type=int, help="Virtual nodes owned by this node.")
 @click.option("--sync-mode", type=click.Choice(["batch", "periodic", "off"]), help="Commit log sync mode.")
+@click.option("--join", "join", is_flag=True, default=None,
+              help="First start: join a cluster that has data (stream this node's ranges first).")
+@click.option("--replace", "replace_id", metavar="NODE_ID",
+              help="First start: take the tokens of this dead node and stream its data.")
 @friendly_errors
-def server(config_path: str | None, sync_mode: str | None, **node: Any) -> None:
+def server(config_path: str | None, sync_mode: str | None, join: bool | None = None,
+           replace_id: str | None = None, **node: Any) -> None:
     """Run one node in the foreground until SIGTERM or Ctrl-C."""
-    config = server_config(config_path, node, sync_mode)
+    from ringkv.topology_cli import with_membership_flags
+
+    config = with_membership_flags(server_config(config_path, node, sync_mode), join, replace_id)
     from ringkv.server import serve
 
     try:
@@ -395,6 +403,91 @@ def _client(address: str | None) -> Any:
         raise
 
 
+# ---------------------------------------------------------------- repair
+
+
+@cli.command()
+@host_option
+@click.option("--range", "range_text", help="Only this token range, START:END (exclusive start).")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow the job.")
+@friendly_errors
+def repair(address: str | None, range_text: str | None, timeout: float) -> None:
+    """Merkle anti-entropy: repair this node's ranges with their other replicas."""
+    from ringkv.repair_cli import run_repair
+
+    run_repair(address or lc.default_address(), range_text, timeout, say)
+
+
+# ---------------------------------------------------------------- deterministic simulation
+
+
+@cli.command()
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the run: same seed, same history.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Run this many seeds, from --seed on.")
+@click.option("--nodes", default=5, show_default=True, help="Nodes in the simulated cluster.")
+@click.option("--duration", default="60s", show_default=True, help="Virtual time of load and faults: 90, 90s, 10m, 1h.")
+@click.option("--faults", default="all", show_default=True,
+              help="Comma-separated loss,dup,delay,partition,oneway,crash,power,skew; or all, none.")
+@click.option("--mode", type=click.Choice(["sloppy", "strict"]), default="sloppy", show_default=True,
+              help="Hints mode; strict also asserts read-your-writes.")
+@click.option("--rate", default=40.0, show_default=True, help="Client ops per virtual second.")
+@click.option("--clients", default=4, show_default=True, help="Concurrent clients.")
+@click.option("--bug", "bugs", multiple=True, help="Switch on a deliberate bug (ringkv/sim/bugs.py).")
+@click.option("--trace", is_flag=True, help="Also print every traced event.")
+def simulate(**opts: Any) -> None:
+    """Run the whole cluster in the deterministic simulator (docs/simulation.md)."""
+    from ringkv.sim.cli import run_simulate
+
+    sys.exit(run_simulate(**opts))
+
+
+# ---------------------------------------------------------------- membership changes
+
+
+@cli.command("join", params=[p for p in server.params if p.name not in ("join", "replace_id")])
+@click.pass_context
+def join_cmd(ctx: click.Context, **params: Any) -> None:
+    """Run a new node that joins a cluster with data: 'server --join' (docs/topology.md)."""
+    ctx.invoke(server, join=True, **params)
+
+
+@cli.command()
+@host_option
+@click.option("--no-wait", is_flag=True, help="Start it and return; 'ringkv streams' follows it.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow it.")
+@friendly_errors
+def decommission(address: str | None, no_wait: bool, timeout: float) -> None:
+    """The node at --host streams its ranges to their new owners, leaves the ring and exits."""
+    from ringkv.topology_cli import run_decommission
+
+    run_decommission(address or lc.default_address(), not no_wait, timeout, say)
+
+
+@cli.command()
+@click.argument("node_id")
+@host_option
+@click.option("--no-wait", is_flag=True, help="Start it and return; 'ringkv streams' follows it.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow it.")
+@friendly_errors
+def removenode(node_id: str, address: str | None, no_wait: bool, timeout: float) -> None:
+    """Remove a dead node: --host re-replicates its ranges from the survivors."""
+    from ringkv.topology_cli import run_removenode
+
+    run_removenode(address or lc.default_address(), node_id, not no_wait, timeout, say)
+
+
+@cli.command()
+@host_option
+@click.option("--wait", is_flag=True, help="Follow the operation until it ends.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow it.")
+@friendly_errors
+def streams(address: str | None, wait: bool, timeout: float) -> None:
+    """Progress of the node's join, replace, decommission or removenode (like netstats)."""
+    from ringkv.topology_cli import show_streams
+
+    show_streams(address or lc.default_address(), wait, timeout, say)
+
+
 # ---------------------------------------------------------------- nodetool-like views
 
 
@@ -405,8 +498,9 @@ def _client(address: str | None) -> Any:
 def status(address: str | None, as_json: bool) -> None:
     """Per node: state, address, load, tokens, owns %, host id, rack (like nodetool status)."""
     view = ClusterView.gather(address or lc.default_address(), with_load=True)
+    hints = _pending_hints(view)
     if as_json:
-        click.echo(json.dumps(view.as_dict(), indent=2))
+        click.echo(json.dumps(dict(view.as_dict(), hints=hints), indent=2))
         return
     console = _console()
     for dc in view.dcs():
@@ -414,6 +508,23 @@ def status(address: str | None, as_json: bool) -> None:
                       "Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving")
         console.print(view.status_table(dc))
         console.print()
+    for holder, pending in sorted(hints.items()):
+        if pending:
+            console.print(f"Hints held by {holder}: " + ", ".join(
+                f"{target}={count}" for target, count in sorted(pending.items())))
+
+
+def _pending_hints(view: "ClusterView") -> dict[str, dict[str, int]]:
+    """Per up node: the hints it holds per target (its ``status`` reply, docs/hints.md)."""
+    out: dict[str, dict[str, int]] = {}
+    for n in view.nodes:
+        if lc.is_up(n.get("state")):
+            try:
+                reply = lc.rpc_call(f"{n.get('host')}:{n.get('port')}", "status", timeout=1.0)
+            except RingkvError:
+                continue
+            out[str(n["node_id"])] = dict((reply.get("hints") or {}).get("pending") or {})
+    return out
 
 
 @cli.command()

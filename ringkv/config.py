@@ -115,6 +115,60 @@ class MembershipConfig:
 
 
 @dataclass(frozen=True)
+class HintsConfig:
+    """Sloppy quorum and hinted handoff (``ringkv.hints``)."""
+
+    mode: str = "sloppy"  # "sloppy": a down replica's write goes to a stand-in node as a hint that counts toward W (AP); "strict": W needs live home replicas, hints kept but never counted (CP); "off": no hints at all. See docs/hints.md
+    max_hints_per_target: int = 100_000  # hints kept for one down node; past it new hints are refused (counted)
+    max_hint_age_s: float = 3 * 3600.0  # hints older than this are dropped (repair covers them)
+    replay_interval_s: float = 1.0  # how often a node looks for live targets with pending hints
+    replay_batch: int = 64  # hints sent to a target concurrently (replica_put) before awaiting their acks
+
+    def validate(self) -> None:
+        _one_of("hints.mode", self.mode, ("sloppy", "strict", "off"))
+        _positive("hints.max_hints_per_target", self.max_hints_per_target)
+        _positive("hints.max_hint_age_s", self.max_hint_age_s)
+        _positive("hints.replay_interval_s", self.replay_interval_s)
+        _positive("hints.replay_batch", self.replay_batch)
+
+
+@dataclass(frozen=True)
+class RepairConfig:
+    """Merkle-tree anti-entropy (``ringkv.antientropy``)."""
+
+    interval_s: float = 3600.0  # background repair of this node's ranges every so often; 0 = off
+
+    def validate(self) -> None:
+        if self.interval_s < 0:
+            raise ConfigError("repair.interval_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Range streaming on join, decommission and removenode (``ringkv.streaming``)."""
+
+    batch_bytes: int = 1 * MiB  # keys are streamed in batches of about this size
+    join: bool = False  # first start (empty data_dir): join as "joining", stream this node's ranges, then go normal (ringkv server --join); false = start normal at once (a fresh cluster)
+    replace: str = ""  # first start: take the tokens of this dead node id and stream its data from the survivors (ringkv server --replace ID; this node needs a new id)
+    max_bytes_per_s: int = 0  # streaming throttle per operation; 0 = unthrottled
+    settle_timeout_s: float = 30.0  # wait at most this long for every live node to see a joining/leaving state before streaming
+    batch_timeout_s: float = 30.0  # one stream_range or stream_apply call fails after this long (then retried)
+    retry_interval_s: float = 2.0  # pause before a failed operation is retried (3 attempts, then it stays failed)
+    exit_after_decommission: bool = True  # the server process exits once its decommission is done
+
+    def validate(self) -> None:
+        _positive("streaming.batch_bytes", self.batch_bytes)
+        if self.max_bytes_per_s < 0:
+            raise ConfigError("streaming.max_bytes_per_s", "must be >= 0")
+        _positive("streaming.settle_timeout_s", self.settle_timeout_s)
+        _positive("streaming.batch_timeout_s", self.batch_timeout_s)
+        if self.retry_interval_s < 0:
+            raise ConfigError("streaming.retry_interval_s", "must be >= 0")
+        if self.join and self.replace:
+            raise ConfigError("streaming.replace", "join and replace exclude each other")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Identity and addresses of one node."""
 
@@ -156,10 +210,14 @@ class RingkvConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
+    hints: HintsConfig = field(default_factory=HintsConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
 
     def validate(self) -> "RingkvConfig":
         """Check every section; raise ConfigError naming the bad field. Returns self."""
-        for section in (self.node, self.cluster, self.storage, self.limits, self.membership):
+        for section in (self.node, self.cluster, self.storage, self.limits, self.membership,
+                        self.hints, self.repair, self.streaming):
             section.validate()
         return self
 
@@ -239,5 +297,6 @@ def render_markdown() -> str:
 if __name__ == "__main__":
     print(render_markdown())
 
-__all__ = ["StorageConfig", "LimitsConfig", "MembershipConfig", "ClusterConfig", "NodeConfig", "RingkvConfig",
+__all__ = ["StorageConfig", "LimitsConfig", "MembershipConfig", "HintsConfig", "RepairConfig",
+           "StreamingConfig", "ClusterConfig", "NodeConfig", "RingkvConfig",
            "from_dict", "with_overrides"]

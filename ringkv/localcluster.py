@@ -158,17 +158,18 @@ class LocalCluster:
                                     "HTTP) must lie in 1..65535: choose another --base-port")
         if not self.nodes:
             self.rf = max(1, min(rf, count))
+        growing = bool(self.nodes)  # nodes added to a cluster that has data must join
         for i in range(len(self.nodes), count):
             port = first + i
             self.nodes.append(LocalNode(f"n{i + 1}", host, port, port + HTTP_PORT_OFFSET))
         for node in self.nodes:
-            self._write_config(node)
+            self._write_config(node, join=growing)
 
     def seeds_for(self, node: LocalNode) -> list[str]:
         """The first three nodes are the seeds; a node never lists itself."""
         return [n.address for n in self.nodes[:3] if n.node_id != node.node_id]
 
-    def _write_config(self, node: LocalNode) -> None:
+    def _write_config(self, node: LocalNode, join: bool = False) -> None:
         path = self.config_path(node)
         if path.exists():
             return
@@ -180,6 +181,8 @@ class LocalCluster:
             "cluster": {"replication": {"dc1": self.rf}},
             "storage": {"memtable_bytes": 8 * 1024 * 1024},
         }
+        if join:  # streams its ranges before serving reads (docs/topology.md)
+            config["streaming"] = {"join": True}
         path.write_text("# written by 'ringkv cluster up'; kept across restarts\n"
                         + tomli_w.dumps(config))
 

@@ -44,6 +44,21 @@ class NodeCollector:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 engine.add_metric([name], float(value))
         yield engine
+        yield from _hint_metrics(status.get("hints") or {})
+
+
+def _hint_metrics(hints: dict) -> Iterator[Metric]:
+    """Hinted handoff (docs/hints.md): counters, and pending hints per target node."""
+    counters = CounterMetricFamily("ringkv_hints", "Hinted handoff events", labels=["event"])
+    for name in ("hints_stored", "hints_replayed", "hints_dropped_overflow",
+                 "hints_dropped_expired", "hints_corrupt"):
+        counters.add_metric([name[len("hints_"):]], float(hints.get(name, 0)))
+    yield counters
+    pending = GaugeMetricFamily("ringkv_hints_pending", "Hints held for a target node",
+                                labels=["target"])
+    for target, count in sorted((hints.get("pending") or {}).items()):
+        pending.add_metric([target], float(count))
+    yield pending
 
 
 def registry_for(node: Any) -> CollectorRegistry:

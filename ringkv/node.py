@@ -12,6 +12,8 @@ request to one (first live replica, local dc first). The coordinating replica ch
 liveness (``Unavailable`` before anything is written), reads its local version set, mints
 the new dot with ``versions.update`` and sends ``replica_put`` to the other live replicas
 while writing locally (``engine.aput``: durable per sync mode); it answers after W acks.
+A down replica's copy goes to a stand-in as ``hint_put`` (sloppy quorum) and a replica
+that fails a write gets a hint: :mod:`ringkv.handoff`, docs/hints.md.
 Dot minting is serialised per key without locks: the read-update-register step runs
 without an await, and a version not yet in the engine is kept in ``_minting`` until it is.
 
@@ -43,10 +45,14 @@ from ringkv import versions
 from ringkv.clock import Clock, SystemClock
 from ringkv.config import RingkvConfig
 from ringkv.errors import Closed, InvalidRequest, Overloaded, RingkvError, TooLarge, Unavailable
+from ringkv.handoff import Handoff
 from ringkv.identity import Identity, load_or_create
-from ringkv.membership import NORMAL, Member, Membership, Send, StateChanged
+from ringkv.membership import Member, Membership, Send, StateChanged
 from ringkv.net.transport import RpcClient, RpcServer
-from ringkv.ring import NodeInfo, Ring, token_for
+from ringkv.repair import Repairer
+from ringkv.ring import Ring, token_for
+from ringkv.streaming import RingView, owner_of
+from ringkv.topology import TopologyManager
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +65,15 @@ class Node:
     """A ringkv node. ``await start()``, serve, ``await close()``."""
 
     def __init__(self, config: RingkvConfig, *, clock: Clock | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, server_factory: Callable | None = None,
+                 client_factory: Callable | None = None, fs: Any = None,
+                 scheduler: Any = None) -> None:
+        # injection points for the deterministic simulator (ringkv/sim); None = real IO
         self.config = config.validate()
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
+        self.fs, self.scheduler = fs, scheduler  # engine + hint store file seam; engine defer()
+        self._server_factory = server_factory or RpcServer
         self.membership_config = config.membership
         self.limits = config.limits
         self.timeout = config.cluster.request_timeout_ms / 1000.0
@@ -73,7 +84,8 @@ class Node:
         self.resp_port = 0  # set by the server when it serves RESP
         self.engine: Any = None
         self.server: RpcServer | None = None
-        self.rpc = RpcClient(config.limits.max_frame_bytes, connect_timeout=self.timeout)
+        self.rpc = (client_factory or RpcClient)(config.limits.max_frame_bytes,
+                                                 connect_timeout=self.timeout)
         self.membership: Membership | None = None
         self.ring = Ring([], self.replication)
         self._ring_sig: tuple = ()
@@ -83,12 +95,19 @@ class Node:
         self._minting: dict[bytes, bytes] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.handoff = Handoff(self)  # sloppy quorum + hinted handoff (ringkv/handoff.py)
         self._handlers: dict[str, Callable[[dict], Any]] = {
+            "hint_put": self.handoff.rpc_hint_put,
             "get": self._rpc_get, "put": self._rpc_put, "delete": self._rpc_delete,
             "replica_get": self._rpc_replica_get, "replica_put": self._rpc_replica_put,
             "ring": lambda body: self.ring_info(), "status": lambda body: self.status(),
             "ping": lambda body: {}, "gossip": self._rpc_gossip,
         }
+        self.repairer = Repairer(self)  # Merkle anti-entropy (ringkv/repair.py)
+        self._handlers.update(self.repairer.handlers())
+        self.topology = TopologyManager(self)  # join/replace/decommission/removenode (ringkv/topology.py)
+        self._handlers.update(self.topology.handlers())
+        self._view = RingView([], self.replication)  # read ring + pending replicas (ringkv/streaming.py)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -98,14 +117,17 @@ class Node:
 
         self._loop = asyncio.get_running_loop()
         cfg = self.config
+        await self.topology.prepare()  # may write the identity of a replacement node
         self.ident = load_or_create(cfg.node)
         self.node_id, self.dc = self.ident.node_id, self.ident.dc
         grace = cfg.storage.gc_grace_seconds
         self.engine = Engine.open(
             os.path.join(cfg.node.data_dir, "engine"), cfg.storage, merge=versions.merge_bytes,
-            purgeable=lambda data, now: versions.purgeable(data, now, grace), clock=self.clock)
+            purgeable=lambda data, now: versions.purgeable(data, now, grace), clock=self.clock,
+            fs=self.fs, scheduler=self.scheduler)
+        await self.handoff.open()
         try:
-            self.server = RpcServer(self.handle, cfg.node.host, cfg.node.port,
+            self.server = self._server_factory(self.handle, cfg.node.host, cfg.node.port,
                                     cfg.limits.max_frame_bytes)
             await self.server.start()
         except OSError as exc:
@@ -114,6 +136,9 @@ class Node:
             raise Closed(f"cannot listen on {cfg.node.host}:{cfg.node.port}: "
                          f"{exc.strerror or exc}") from None
         self._start_membership()
+        self.handoff.start()
+        self.repairer.start()
+        self.topology.start()
         return self
 
     async def close(self) -> None:
@@ -122,6 +147,9 @@ class Node:
             self._tick_handle.cancel()
         if self.server is not None:
             await self.server.close()
+        await self.handoff.close()
+        self.repairer.close()
+        await self.topology.close()
         await self.rpc.close()
         if self.engine is not None:
             engine, self.engine = self.engine, None
@@ -134,7 +162,7 @@ class Node:
         node = self.config.node
         me = Member(self.ident.node_id, host=node.host, port=self.server.port,
                     http_port=node.effective_http_port(), dc=self.ident.dc, rack=self.ident.rack,
-                    tokens=self.ident.tokens, state=NORMAL,
+                    tokens=self.ident.tokens, state=self.topology.initial_state(),
                     generation=int(self.clock.now() * 1000))
         self.membership = Membership(me, self.rng, self.membership_config)
         for seed in node.seeds:
@@ -189,13 +217,13 @@ class Node:
         """Rebuild the ring when the token owners or their addresses changed."""
         assert self.membership is not None
         members = self.membership.ring_members()
-        sig = tuple((m.node_id, m.host, m.port, m.http_port, m.dc, m.rack, m.tokens)
-                    for m in members)
+        sig = tuple((m.node_id, m.host, m.port, m.http_port, m.dc, m.rack, m.tokens, m.state,
+                     m.generation) for m in members)
         if sig == self._ring_sig:
             return
-        infos = [NodeInfo(m.node_id, m.tokens, m.dc, m.rack, m.host, m.port, m.http_port)
-                 for m in members]
-        self.ring = Ring(infos, self.replication)
+        # reads use normal + leaving nodes; joining ones only get writes (streaming.RingView)
+        self._view = RingView([owner_of(m) for m in members], self.replication)
+        self.ring = self._view.read_ring
         self._addr = {m.node_id: (m.host, m.port) for m in members}
         self._dc_of = {m.node_id: m.dc for m in members}
         self._reqs = {}
@@ -302,15 +330,20 @@ class Node:
         replicas = self.ring.replicas(token)
         if self.node_id not in replicas:
             return await self._forward(key, value, context, level, ttl, replicas, forwarded)
-        req = self._requirement(lvl, replicas)
+        plan = self.handoff.plan(token, replicas)  # stand-ins for down replicas (sloppy)
+        req = self._requirement(lvl, replicas, plan.counts)
         skey = token.to_bytes(8, "big") + key
         data, new = self._mint(skey, ctx, value)
-        q = co.WriteQuorum(req, [self.node_id] + co.targets(replicas, self.alive, self.node_id))
+        pending = self._view.pending(token) if self._view.moving else []  # joining/new owners
+        if pending:  # W + P acks among current and pending replicas (docs/topology.md)
+            req = self.topology.write_requirement(req, pending, plan.counts)
+        q = co.WriteQuorum(req, plan.contacted(self.node_id) + pending)
         try:
-            outcome = await ops.WriteOp(self, q, skey, data).run()
+            outcome = await ops.WriteOp(self, q, skey, data, plan.stand_in_of).run()
         finally:
             if self._minting.get(skey) is data:
                 del self._minting[skey]
+        self.handoff.after_write(plan, skey, data)
         if not isinstance(outcome, co.Success):
             raise self._failed(outcome)
         return versions.encode_context(new[0])
@@ -325,8 +358,10 @@ class Node:
 
     # ------------------------------------------------------------------ coordination steps
 
-    def _requirement(self, lvl: co.Level, replicas: list[str]) -> co.Requirement:
-        """The requirement of ``lvl``; raises Unavailable if too few replicas are alive."""
+    def _requirement(self, lvl: co.Level, replicas: list[str],
+                     alive: Callable[[str], bool] | None = None) -> co.Requirement:
+        """The requirement of ``lvl``; raises Unavailable if too few replicas are alive
+        (per ``alive``, default membership; writes also count replicas with a stand-in)."""
         cache_key = (lvl, *replicas)
         req = self._reqs.get(cache_key)
         if req is None:
@@ -334,7 +369,7 @@ class Node:
                 self._reqs.clear()
             req = self._reqs[cache_key] = co.requirement(lvl, replicas, self._dc_of,
                                                           self.replication, self.dc)
-        unavailable = co.check_alive(req, self.alive)
+        unavailable = co.check_alive(req, alive or self.alive)
         if unavailable is not None:
             self.counters["unavailable"] += 1
             raise unavailable
@@ -426,7 +461,7 @@ class Node:
         nodes = [{"node_id": n.node_id, "host": n.host, "port": n.port, "http_port": n.http_port,
                   "dc": n.dc, "rack": n.rack, "tokens": list(n.tokens),
                   "state": (m.state_of(n.node_id) if m else None) or "unknown"}
-                 for n in self.ring.nodes]
+                 for n in self._view.all_nodes]
         return {"nodes": nodes, "replication": dict(self.replication)}
 
     def status(self) -> dict:
@@ -444,7 +479,8 @@ class Node:
                 if self.ring.tokens else 0.0,
                 "tokens": len(self.ident.tokens) if self.ident else 0,
                 "alive": [n for n in sorted(self._addr) if self.alive(n)],
-                "counters": dict(self.counters), "engine": stats}
+                "counters": dict(self.counters), "engine": stats,
+                "hints": self.handoff.status(), "streaming": self.topology.summary()}
 
 
 def _skey(body: dict) -> bytes:

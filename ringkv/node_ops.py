@@ -4,8 +4,9 @@
 :mod:`ringkv.coordinator` with replies, failures and one timer, and carry out what they
 decide (answer, contact a spare replica, read repair). They hold no policy of their own.
 The node they serve provides: ``node_id``, ``timeout``, ``engine``, ``alive(node_id)``,
-``_request(node_id, method, body) -> Future``, ``_repair(node_id, skey, merged)`` and
-``config.cluster.read_repair``.
+``_request(node_id, method, body) -> Future``, ``_repair(node_id, skey, merged)``,
+``config.cluster.read_repair`` and ``handoff`` (:mod:`ringkv.handoff`: writes to a down
+replica go to its stand-in as ``hint_put``; a replica that fails a write gets a hint).
 
 Version sets travel and are joined as encoded bytes (:func:`join_bytes`): the encoding is
 canonical, so equal sets are equal bytes and the common case (every replica agrees)
@@ -29,6 +30,7 @@ from ringkv import versions
 from ringkv.errors import RingkvError
 from ringkv.net import transport
 from ringkv.net.transport import RpcClient
+from ringkv.sim import bugs as _bugs
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,12 @@ def request(rpc: RpcClient, host: str, port: int, method: str, body: dict,
 class WriteOp:
     """One coordinated write of an already minted version set ``data``."""
 
-    __slots__ = ("node", "q", "skey", "data", "done")
+    __slots__ = ("node", "q", "skey", "data", "done", "stand_ins")
 
-    def __init__(self, node: Any, q: co.WriteQuorum, skey: bytes, data: bytes) -> None:
+    def __init__(self, node: Any, q: co.WriteQuorum, skey: bytes, data: bytes,
+                 stand_ins: dict[str, str] | None = None) -> None:
         self.node, self.q, self.skey, self.data = node, q, skey, data
+        self.stand_ins = stand_ins  # owner -> node storing its hint (ringkv.hints, sloppy quorum)
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
 
     async def run(self) -> Any:
@@ -73,9 +77,13 @@ class WriteOp:
         node, q = self.node, self.q
         timer = asyncio.get_running_loop().call_later(node.timeout, self.expire)
         body = {"skey": self.skey, "vs": self.data}
-        for target in list(q.pending):
+        for target in [t for t in q.contacted if t in q.pending]:  # list order: deterministic
             if target != node.node_id:
-                fut = node._request(target, "replica_put", body)
+                stand_in = self.stand_ins.get(target) if self.stand_ins else None
+                if stand_in is None:
+                    fut = node._request(target, "replica_put", body)
+                else:  # its durable ack counts as the owner's
+                    fut = node._request(stand_in, "hint_put", dict(body, target=target))
                 fut.add_done_callback(functools.partial(self.on_reply, target))
         try:
             await node.engine.aput(self.skey, self.data)
@@ -93,6 +101,7 @@ class WriteOp:
 
     def on_reply(self, target: str, fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
+            self.node.handoff.missed(target, self.skey, self.data)  # a hint for the replica
             self.settle(self.q.fail(target))
         else:
             self.settle(self.q.ack(target))
@@ -168,8 +177,11 @@ class ReadOp:
         self.timer.cancel()
         self.timer = None
         if q.merged is not None and self.node.config.cluster.read_repair:
+            merged = q.merged
+            if _bugs.ACTIVE and "stale_read_repair" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
+                merged = _bugs.stale_repair(q.replies, merged)
             for target in q.repairs():
-                self.node._repair(target, self.skey, q.merged)
+                self.node._repair(target, self.skey, merged)
 
 
 __all__ = ["ReadOp", "WriteOp", "join_bytes", "request"]

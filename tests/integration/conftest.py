@@ -30,7 +30,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     c = tc.start(5, base, dcs=DCS, replication=REPLICATION, num_tokens=16,
                  config={"cluster": {"request_timeout_ms": REQUEST_TIMEOUT_MS},
                          "limits": {"max_value_bytes": 256 * 1024,
-                                    "max_frame_bytes": 1024 * 1024}},
+                                    "max_frame_bytes": 1024 * 1024},
+                         # strict quorums, no hints: these tests check Unavailable and
+                         # read repair; hinted handoff has its own cluster
+                         # (test_hinted_handoff.py)
+                         "hints": {"mode": "off"}},
                  timeout=90)
     try:
         yield c
