@@ -664,6 +664,16 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
+def _add_bench_command() -> None:
+    """``ringkv bench`` (YCSB workloads A-F) lives with its implementation."""
+    from ringkv.bench.ycsb import bench_command
+
+    cli.add_command(bench_command, name="bench")
+
+
+_add_bench_command()
+
+
 def main() -> None:
     """Entry point of the ``ringkv`` script."""
     cli(prog_name="ringkv")

@@ -112,3 +112,24 @@ def test_unavailable_when_replicas_are_down(cluster, clients):
     finally:
         cluster.restart(1)
         cluster.restart(2)
+
+
+def test_redis_cli_and_redis_benchmark_work_unchanged(cluster):
+    import shutil
+    import subprocess
+
+    if not shutil.which("redis-cli") or not shutil.which("redis-benchmark"):
+        pytest.skip("redis-tools not installed (apt-get install redis-tools)")
+    port = str(resp_port_of(cluster.nodes[0]))
+    cli = subprocess.run(["redis-cli", "-p", port, "set", "from-cli", "yes"], capture_output=True,
+                         text=True, timeout=30)
+    assert cli.stdout.strip() == "OK"
+    cli = subprocess.run(["redis-cli", "-p", port, "get", "from-cli"], capture_output=True, text=True,
+                         timeout=30)
+    assert cli.stdout.strip() == "yes"
+    bench = subprocess.run(["redis-benchmark", "-p", port, "-t", "set,get", "-n", "2000", "-c", "10",
+                            "-P", "4", "-r", "10000", "--csv"], capture_output=True, text=True,
+                           timeout=120)
+    assert bench.returncode == 0, bench.stderr
+    tests = {line.split(",")[0].strip('"') for line in bench.stdout.splitlines()[1:]}
+    assert {"SET", "GET"} <= tests, bench.stdout

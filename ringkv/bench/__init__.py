@@ -1,0 +1,1 @@
+"""Benchmarks shipped with ringkv: ``ringkv bench`` (YCSB core workloads, :mod:`ringkv.bench.ycsb`)."""
