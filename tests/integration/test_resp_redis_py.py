@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 
 import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from ringkv.config import NodeConfig
 from ringkv.testing import cluster as tc
-
-if "resp_port" not in {f.name for f in fields(NodeConfig)}:
-    pytest.skip("this ringkv node does not serve RESP yet (no node.resp_port)", allow_module_level=True)
+from tests.conftest import require_tool
 
 
 def resp_port_of(node: tc.NodeHandle) -> int:
@@ -115,11 +111,10 @@ def test_unavailable_when_replicas_are_down(cluster, clients):
 
 
 def test_redis_cli_and_redis_benchmark_work_unchanged(cluster):
-    import shutil
-    import subprocess
+        import subprocess
 
-    if not shutil.which("redis-cli") or not shutil.which("redis-benchmark"):
-        pytest.skip("redis-tools not installed (apt-get install redis-tools)")
+    require_tool("redis-cli", "redis-tools")
+    require_tool("redis-benchmark", "redis-tools")
     port = str(resp_port_of(cluster.nodes[0]))
     cli = subprocess.run(["redis-cli", "-p", port, "set", "from-cli", "yes"], capture_output=True,
                          text=True, timeout=30)
