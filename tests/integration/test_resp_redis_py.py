@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -111,8 +112,6 @@ def test_unavailable_when_replicas_are_down(cluster, clients):
 
 
 def test_redis_cli_and_redis_benchmark_work_unchanged(cluster):
-        import subprocess
-
     require_tool("redis-cli", "redis-tools")
     require_tool("redis-benchmark", "redis-tools")
     port = str(resp_port_of(cluster.nodes[0]))
