@@ -289,9 +289,9 @@ class TopologyManager:
         """Wait (bounded) until every live peer reports us in ``state`` and lists no node
         we do not know; then one request timeout, so writes routed by the old ring drain."""
         node = self.node
-        deadline = time.monotonic() + self.cfg.settle_timeout_s
+        deadline = node.clock.monotonic() + self.cfg.settle_timeout_s  # the node clock: virtual in ringkv.sim
         interval = node.membership_config.gossip_interval_s
-        while time.monotonic() < deadline:
+        while node.clock.monotonic() < deadline:
             if await self._agreed(state):
                 break
             await asyncio.sleep(interval)
@@ -395,8 +395,8 @@ class TopologyManager:
     async def _wait_forgotten(self) -> None:
         """Bounded: until no live peer lists us in its ring any more."""
         node = self.node
-        deadline = time.monotonic() + self.cfg.settle_timeout_s
-        while time.monotonic() < deadline:
+        deadline = node.clock.monotonic() + self.cfg.settle_timeout_s  # the node clock: virtual in ringkv.sim
+        while node.clock.monotonic() < deadline:
             peers = [x for x in node.membership.live_members() if x.node_id != node.node_id]
             gone = 0
             for peer in peers:

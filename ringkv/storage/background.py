@@ -7,6 +7,10 @@ tables picked by compaction.py. Both publish through ``_install``, which (under
 then swaps the engine's read view: a crash between the two leaves the old or the new table
 set, and files of the loser are orphans for open() to remove. Replaced tables are deleted
 once no scan holds them (refcounts in sstable_reader.py).
+
+With a ``scheduler`` (``Engine.open(scheduler=)``, the deterministic simulator) there are no
+threads: a memtable switch defers one flush of every immutable memtable, a flush defers a
+compaction pass, and the blocking waits (``wait_for_room``, ``wait_flushed``) flush inline.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ log = logging.getLogger(__name__)
 class Background:
     """The flusher and compactor of one engine (``e``)."""
 
-    def __init__(self, e: Any) -> None:
+    def __init__(self, e: Any, scheduler: Any = None) -> None:
         self._e = e
+        self._scheduler = scheduler  # not None: no threads, work runs as deferred callbacks
+        self._flush_deferred = False
         self._cond = threading.Condition()
         self._manifest_mutex = threading.Lock()
         self._compact_mutex = threading.Lock()
@@ -43,6 +49,8 @@ class Background:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        if self._scheduler is not None:
+            return
         for target, name in ((self._flusher, "ringkv-flush"), (self._compactor, "ringkv-compact")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -58,12 +66,46 @@ class Background:
 
     # -- signals from the engine ------------------------------------------------------------
     def notify_flush(self) -> None:
+        if self._scheduler is not None:  # called under the engine lock: flush later
+            if not self._flush_deferred:
+                self._flush_deferred = True
+                self._scheduler.defer("flush", self._flush_inline)
+            return
         with self._cond:
             self._cond.notify_all()
+
+    # -- scheduler mode (one thread: the simulator's event loop) ---------------------------
+    def _flush_inline(self) -> None:
+        """Flush every immutable memtable now, oldest first; then defer a compaction."""
+        self._flush_deferred = False
+        flushed = False
+        while not self._stop and self.error is None and self._e._view[1]:
+            try:
+                self.flush_memtable(self._e._view[1][-1])
+            except BaseException as exc:
+                log.exception("flush failed; engine stops accepting writes")
+                self.error = exc
+                return
+            flushed = True
+        if flushed and self._e._cfg.compaction != "none":
+            self._scheduler.defer("compact", self._compact_inline)
+
+    def _compact_inline(self) -> None:
+        try:
+            while not self._stop and self.maybe_compact():
+                pass
+        except BaseException:
+            log.exception("compaction failed; will retry after the next flush")
 
     def wait_for_room(self) -> None:
         """Back-pressure: block while more than max_pending_flushes memtables wait."""
         limit = self._e._cfg.max_pending_flushes
+        if self._scheduler is not None:
+            if len(self._e._view[1]) > limit:
+                self.stalls += 1
+                self._flush_inline()
+            self._check()
+            return
         with self._cond:
             if len(self._e._view[1]) > limit:
                 self.stalls += 1
@@ -73,6 +115,8 @@ class Background:
 
     def wait_flushed(self, seq: int) -> None:
         """Block until every write up to ``seq`` is in an SSTable."""
+        if self._scheduler is not None:
+            self._flush_inline()
         with self._cond:
             while self._e._state.flushed_seq < seq and not self._stop and self.error is None:
                 self._cond.wait()

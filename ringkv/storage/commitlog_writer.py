@@ -11,6 +11,8 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
   fsync per group. Async writers hand their future to the syncer thread instead.
 * ``periodic``: the syncer thread fsyncs every ``sync_period_ms``.
 * ``off``: the syncer thread (or a writer past 1 MiB pending) writes without fsync.
+* with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
+  commit covering every waiter so far, and periodic/off write-outs re-arm themselves.
 
 Invariants: records reach a segment in sequence order; ``synced_seq`` only grows and every
 record with seq <= ``synced_seq`` is durable; a segment is deleted only when its highest
@@ -42,7 +44,7 @@ class CommitLogWriter:
 
     def __init__(self, fs: Any, directory: str, segment_id: int, start_seq: int,
                  sync_mode: str, sync_period_ms: int, segment_bytes: int,
-                 lock: threading.Lock) -> None:
+                 lock: threading.Lock, *, scheduler: Any = None) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -67,8 +69,16 @@ class CommitLogWriter:
         self._segment_id = segment_id - 1
         self._file: Any = None
         self._open_segment(segment_id)
-        self._thread = threading.Thread(target=self._syncer, name="ringkv-syncer", daemon=True)
-        self._thread.start()
+        # scheduler (the simulator, see Engine.open): no syncer thread; a group commit is a
+        # deferred callback and periodic syncs re-arm themselves
+        self._scheduler = scheduler
+        self._sync_deferred = False
+        self._thread: threading.Thread | None = None
+        if scheduler is None:
+            self._thread = threading.Thread(target=self._syncer, name="ringkv-syncer", daemon=True)
+            self._thread.start()
+        elif sync_mode != "batch":  # periodic: fsync; off: write out without fsync
+            scheduler.defer("sync", self._periodic_inline, self._period)
 
     # -- appending (caller holds the engine lock) -------------------------------------
     def append(self, seq: int, kind: int, key: bytes, body: bytes) -> None:
@@ -142,7 +152,11 @@ class CommitLogWriter:
         """Complete ``future`` on ``loop`` once ``seq`` is durable (never blocks)."""
         with self._waiters_lock:
             self._waiters.append((seq, loop, future))
-        self._wake.set()
+        if self._scheduler is None:
+            self._wake.set()
+        elif not self._sync_deferred:
+            self._sync_deferred = True
+            self._scheduler.defer("sync", self._sync_inline)
 
     def sync(self) -> None:
         """Write out and fsync everything appended so far (any mode)."""
@@ -165,7 +179,8 @@ class CommitLogWriter:
         """Sync what is pending, stop the syncer and close the segment."""
         self._stop = True
         self._wake.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         with self._sync_mutex:
             try:
                 if self._error is None:
@@ -252,6 +267,27 @@ class CommitLogWriter:
                 self._sync_cond.notify_all()
             self._resolve_waiters(self._error)
 
+    def _sync_inline(self) -> None:
+        """Scheduler mode: one group commit covering every waiter so far."""
+        self._sync_deferred = False
+        if self._stop:
+            return
+        self._sync_round()
+
+    def _periodic_inline(self) -> None:
+        if not self._stop:
+            self._sync_round()
+            self._scheduler.defer("sync", self._periodic_inline, self._period)
+
+    def _sync_round(self) -> None:
+        try:
+            with self._sync_mutex:
+                if self._error is None:
+                    self._write_out(self._mode != "off")
+        except BaseException:
+            pass  # recorded in _error; waiters get it below
+        self._resolve_waiters(self._error)
+
     def _resolve_waiters(self, error: BaseException | None) -> None:
         with self._waiters_lock:
             if not self._waiters:
@@ -271,7 +307,7 @@ class CommitLogWriter:
 
 def _complete(futures: list[Any], error: BaseException | None) -> None:
     for f in futures:
-        if not f.done():
+        if f is not None and not f.done():
             if error is None:
                 f.set_result(None)
             else:

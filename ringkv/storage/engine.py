@@ -34,6 +34,7 @@ from ringkv.storage.memtable import Memtable, snapshot_items
 from ringkv.storage.recovery import COMMITLOG_DIR, SSTABLE_DIR, recover
 from ringkv.storage.sstable_reader import TableStats
 from ringkv.storage.fs import OsFileSystem
+from ringkv.sim import bugs as _bugs
 
 _PUT, _DELETE, _PUT_TTL = clf.KIND_PUT, clf.KIND_DELETE, clf.KIND_PUT_TTL
 _pack_f64 = clf.F64.pack
@@ -44,20 +45,26 @@ class Engine:
 
     @classmethod
     def open(cls, path: str, config: StorageConfig = StorageConfig(), *, merge: Optional[MergeFn] = None,
-             purgeable: Optional[PurgeFn] = None, clock: Optional[Clock] = None, fs: Any = None) -> "Engine":
+             purgeable: Optional[PurgeFn] = None, clock: Optional[Clock] = None, fs: Any = None,
+             scheduler: Any = None) -> "Engine":
         """Open (creating if needed) the engine in directory ``path``.
 
         Recovers from any crash: orphan files are removed and the commit log is replayed
         and flushed, so the engine starts with an empty log. ``merge(older, newer)`` turns
         puts into merge operands; ``purgeable(value, now)`` lets compaction drop values.
+        ``scheduler`` (the deterministic simulator's seam): an object with
+        ``defer(kind, fn, delay=0.0)``, kind "sync" | "flush" | "compact"; when given, the
+        engine starts no threads and runs group-commit syncs, flushes and compactions as
+        callbacks it hands to ``defer`` (one thread, an event loop: ringkv/sim).
         """
         config.validate()
         self = cls.__new__(cls)
-        self._init(str(path), config, merge, purgeable, clock or SystemClock(), fs or OsFileSystem())
+        self._init(str(path), config, merge, purgeable, clock or SystemClock(), fs or OsFileSystem(),
+                   scheduler)
         return self
 
     def _init(self, path: str, cfg: StorageConfig, merge: Optional[MergeFn], purgeable: Optional[PurgeFn],
-              clock: Clock, fs: Any) -> None:
+              clock: Clock, fs: Any, scheduler: Any = None) -> None:
         self._path, self._cfg, self._merge, self._purgeable = path, cfg, merge, purgeable
         self._clock, self._fs = clock, fs
         self._sst_dir, self._log_dir = os.path.join(path, SSTABLE_DIR), os.path.join(path, COMMITLOG_DIR)
@@ -75,7 +82,7 @@ class Engine:
         self._state = rec.state
         self._seq = rec.last_seq
         self._view: tuple = (Memtable(), (rec.memtable,) if len(rec.memtable) else (), rec.tables)
-        self._bg = Background(self)
+        self._bg = Background(self, scheduler)
         try:
             if len(rec.memtable):  # replayed writes go straight to an SSTable
                 self._bg.flush_memtable(rec.memtable)
@@ -83,7 +90,7 @@ class Engine:
                 fs.remove(os.path.join(self._log_dir, clf.segment_name(sid)))
             self._log = CommitLogWriter(fs, self._log_dir, (rec.segments[-1] + 1) if rec.segments else 1,
                                         self._seq, cfg.sync_mode, cfg.sync_period_ms, cfg.segment_bytes,
-                                        self._lock)
+                                        self._lock, scheduler=scheduler)
         except BaseException:
             for t in self._view[2]:
                 t.close()
@@ -336,6 +343,9 @@ class Engine:
         else:
             seq = self._apply(key, _PUT, value, value)
             self._puts += 1
+        if _bugs.ACTIVE and "ack_before_fsync" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
+            self._log.add_waiter(seq, asyncio.get_running_loop(), None)  # type: ignore[union-attr]
+            return
         await self._await_durable(seq)
 
     async def adelete(self, key: bytes) -> None:
