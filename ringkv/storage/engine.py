@@ -29,8 +29,8 @@ from ringkv.storage.block_cache import BlockCache
 from ringkv.storage.bloom import key_hash
 from ringkv.storage.commitlog_writer import CommitLogWriter
 from ringkv.storage.compaction import merge_sources
-from ringkv.storage.entry import ENTRY_OVERHEAD, MergeFn, PurgeFn, combine, is_final, visible
-from ringkv.storage.memtable import Memtable, snapshot_items
+from ringkv.storage.entry import MergeFn, PurgeFn, combine, is_final, visible
+from ringkv.storage.memtable import ENTRY_OVERHEAD, Memtable, snapshot_items
 from ringkv.storage.recovery import COMMITLOG_DIR, SSTABLE_DIR, recover
 from ringkv.storage.sstable_reader import TableStats
 from ringkv.storage.fs import OsFileSystem

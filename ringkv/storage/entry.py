@@ -21,9 +21,6 @@ from typing import Callable, Optional
 MergeFn = Callable[[bytes, bytes], bytes]
 PurgeFn = Callable[[bytes, float], bool]
 Entry = object  # bytes | float | list
-# Python's cost of a memtable entry beyond key and value bytes (two bytes objects and a
-# dict slot, measured ~120 B on CPython 3.11), so memtable_bytes bounds real memory.
-ENTRY_OVERHEAD = 120
 
 
 def combine(older: Entry, newer: Entry, merge: Optional[MergeFn]) -> Entry:
@@ -82,8 +79,3 @@ def value_of(entry: Entry) -> Optional[bytes]:
         return None
     return entry[0]  # type: ignore[index]
 
-
-def entry_size(key: bytes, entry: Entry) -> int:
-    """Approximate memory cost, for memtable accounting."""
-    v = value_of(entry)
-    return len(key) + (len(v) if v is not None else 8) + ENTRY_OVERHEAD

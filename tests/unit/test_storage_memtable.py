@@ -40,3 +40,26 @@ def test_combine_and_visible():
     assert visible([b"v", 10.0, False], 9.0) == b"v"
     assert visible([b"v", 10.0, False], 10.0) is None
     assert visible(2.0, 0.0) is None
+
+
+def test_size_accounts_real_memory():
+    # entry_cost is measured from sys.getsizeof; it must cover what Python actually
+    # allocates for the entries (tracemalloc: requested sizes, before allocator rounding)
+    import os
+    import tracemalloc
+
+    from ringkv.storage.memtable import ENTRY_OVERHEAD, entry_cost
+
+    n = 20000
+    keys = [os.urandom(16) for _ in range(n)]
+    vals = [os.urandom(100) for _ in range(n)]
+    tracemalloc.start()
+    m = Memtable()
+    for k, v in zip(keys, vals):
+        m.apply(bytes(bytearray(k)), bytes(bytearray(v)), None)
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert used <= m.size <= 1.5 * used
+    assert m.size == n * (16 + 100 + ENTRY_OVERHEAD)
+    assert 200 <= entry_cost(keys[0], vals[0]) <= 300  # ~260 B measured as RSS on 3.11
+    assert entry_cost(b"k", 1.0) < entry_cost(b"k", b"v" * 100) < entry_cost(b"k", [b"v" * 100, 5.0, False])
