@@ -44,8 +44,11 @@ def line(s: dict) -> str:
     return text + (f"; error: {s['error']}" if s.get("error") else "")
 
 
-def follow(address: str, timeout: float, say: Say, gone_ok: bool = False) -> dict:
-    """Poll ``streams`` until done/failed; print each change. The last reply."""
+def follow(address: str, timeout: float, say: Say,
+           gone_ok: Callable[[], bool] | None = None) -> dict:
+    """Poll ``streams`` until done/failed; print each change. The last reply.
+
+    ``gone_ok`` is asked when the node stops answering: True means it left as planned."""
     deadline = time.monotonic() + timeout
     last: dict = {}
     shown = ""
@@ -54,7 +57,7 @@ def follow(address: str, timeout: float, say: Say, gone_ok: bool = False) -> dic
         try:
             last = lc.rpc_call(address, "streams", timeout=3.0)
         except RingkvError:
-            if gone_ok and last.get("status") in ("finishing", "done"):
+            if gone_ok is not None and (last.get("status") in ("finishing", "done") or gone_ok()):
                 say(f"{address} stopped answering: decommissioned nodes exit when done")
                 return dict(last, status="done")
             raise
@@ -74,9 +77,34 @@ def follow(address: str, timeout: float, say: Say, gone_ok: bool = False) -> dic
 
 
 def run_decommission(address: str, wait: bool, timeout: float, say: Say) -> dict:
+    peers = [f"{n['host']}:{n['port']}" for n in lc.rpc_call(address, "ring", timeout=5.0)["nodes"]]
     started = lc.rpc_call(address, "decommission", timeout=5.0)
-    say(f"decommission of {started.get('subject')} started on {address}")
-    return follow(address, timeout, say, gone_ok=True) if wait else started
+    subject = started.get("subject")
+    say(f"decommission of {subject} started on {address}")
+    if not wait:
+        return started
+    others = [p for p in peers if p != address]
+    return follow(address, timeout, say, gone_ok=lambda: _seen_removed(subject, others))
+
+
+def _seen_removed(node_id: object, peers: list[str], wait_s: float = 15.0) -> bool:
+    """Whether some peer's ring shows ``node_id`` removed (gossip may need a few rounds).
+
+    A node exits right after its decommission completes, possibly between two polls; its
+    peers are then the ones who can tell success from a crash."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for peer in peers:
+            try:
+                nodes = lc.rpc_call(peer, "ring", timeout=2.0)["nodes"]
+            except (RingkvError, KeyError):
+                continue
+            if any(n.get("node_id") == node_id and n.get("state") == "removed" for n in nodes):
+                return True
+            if all(n.get("node_id") != node_id for n in nodes):
+                return True  # peers forgot it: removed members leave the ring view
+        time.sleep(POLL_S)
+    return False
 
 
 def run_removenode(address: str, node_id: str, wait: bool, timeout: float, say: Say) -> dict:
