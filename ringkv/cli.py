@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -220,7 +221,11 @@ def _note_kept_options(ctx: click.Context, local: LocalCluster) -> None:
 def _print_quickstart(local: LocalCluster, directory: str | None) -> None:
     first = local.nodes[0].address
     host = "" if lc.default_address() == first else f" --host {first}"
-    click.echo(f"  ringkv put hello world{host}\n  ringkv get hello{host}\n  ringkv status{host}")
+    # the script as the user can type it: `ringkv` when on PATH, else the path they ran
+    exe = "ringkv" if shutil.which("ringkv") else os.path.relpath(sys.argv[0])
+    if not exe.endswith("ringkv"):
+        exe = f"{sys.executable} -m ringkv.cli"
+    click.echo(f"  {exe} put hello world{host}\n  {exe} get hello{host}\n  {exe} status{host}")
 
 
 def _hold_signals() -> None:
