@@ -257,11 +257,31 @@ def wait_until(cond: Callable[[], Any], deadline: float, what: Callable[[], str]
         interval = min(interval * 1.5, 0.5)
 
 
+# Listening ports come from below the kernel's ephemeral range (32768-60999 on Linux):
+# a port the kernel picked for us and we released can be taken again at once as the local
+# end of some outgoing connection, and the node then fails to bind it. 31000-32700 is kept
+# apart from the 20000-31000 the CLI tests use for whole clusters.
+_PORT_RANGE = (31000, 32700)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on now, not handed out before by this process."""
+    import random
+
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise ClusterError(f"no free port in {_PORT_RANGE} on {host}")
 
 
 def start(n: int, base_dir: str | Path, *, dcs: Sequence[str] | None = None,
