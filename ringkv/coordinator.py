@@ -122,6 +122,14 @@ def requirement(level: Level, replicas: Sequence[str], dc_of: Mapping[str, str],
 def check_alive(req: Requirement, alive: Callable[[str], bool]) -> Unavailable | None:
     """``Unavailable(required, alive)`` if some group has fewer live members than it
     needs, else None. ``alive`` counts the live members that matter to the requirement."""
+    if len(req.groups) == 1:  # the common case, without building sets (hot path)
+        group, needed = req.groups[0]
+        have = 0
+        for node in group:
+            if alive(node):
+                have += 1
+                if have >= needed:
+                    return None
     live = {node for node in req.members() if alive(node)}
     for group, needed in req.groups:
         have = sum(1 for node in group if node in live)
@@ -147,6 +155,8 @@ def read_targets(req: Requirement, replicas: Sequence[str], alive: Callable[[str
         live.insert(0, self_id)
     if everyone:
         return live
+    if len(req.groups) == 1 and req.groups[0][0] == tuple(replicas):  # hot path: one group of all
+        return live[:req.groups[0][1]]
     chosen: list[str] = []
     need = [needed for _, needed in req.groups]
     members = [set(group) for group, _ in req.groups]

@@ -102,6 +102,7 @@ class _Peer:
     down_since: float | None = None
     last_probe: float = float("-inf")
     confirmers: dict[str, float] = field(default_factory=dict)  # node id -> when it agreed
+    restored: bool = False  # known only from our own disk (restore), not yet heard of since
 
 
 class Membership:
@@ -116,6 +117,7 @@ class Membership:
         self._rng = rng
         self._peers: dict[str, _Peer] = {}
         self._seeds: list[tuple[str, int]] = []
+        self._synced = False  # merged a peer's gossip digest since we started
         # Counters for metrics and the simulator's checks; only ever incremented.
         self.counters = {"suspected": 0, "declared_down": 0, "revived": 0, "probes": 0}
 
@@ -177,12 +179,45 @@ class Membership:
         records = [self._self] + [self._peers[i].member for i in sorted(self._peers)]
         return sorted((m for m in records if m.state in RING_STATES), key=lambda m: m.node_id)
 
+    def records(self) -> list[Member]:
+        """Every peer's record as published (removed ones too, no down overlay), by id:
+        what node.py persists so that a restart remembers the ring (``restore``)."""
+        return [self._peers[i].member for i in sorted(self._peers)]
+
+    @property
+    def synced(self) -> bool:
+        """True once this node has merged a peer's gossip digest since it started (or
+        has no one to learn from: no peer known and no seed). Before that its view may
+        miss membership changes made while it was down; node.py coordinates nothing."""
+        return self._synced or (not self._peers and not self._seeds)
+
     # ----- commands ------------------------------------------------------------------
 
     def add_seed(self, host: str, port: int) -> None:
         """Gossip to this address every tick until we know a member that lives there."""
         if (host, port) not in self._seeds:
             self._seeds.append((host, port))
+
+    def restore(self, records: Sequence[Member], now: float) -> list[Effect]:
+        """Install peer records this node persisted before it stopped (``records()``).
+
+        A restored record is not evidence of life: the peer starts *down*, as if declared
+        down at ``now``, and comes back only on evidence newer than that (as any down
+        peer), so nothing is sent to it as a replica before it is heard of again. Its
+        published state, tokens and generation count at once: a leaving or removed node
+        stays so in the ring view, and newer gossip replaces the record as usual. Until some
+        message mentions a restored peer, its address is gossiped to like an unknown seed's.
+        Records of ourselves and of peers already known are ignored."""
+        effects: list[Effect] = []
+        for record in sorted(records, key=lambda m: m.node_id):
+            if record.node_id == self.node_id or record.node_id in self._peers:
+                continue
+            if record.state not in PUBLISHED_STATES:
+                raise ValueError(f"bad restored state {record.state!r}")
+            peer = _Peer(record, last_seen=float("-inf"), down_since=now, restored=True)
+            self._peers[record.node_id] = peer
+            effects.append(StateChanged(record.node_id, "", _effective(peer)))
+        return effects
 
     def set_state(self, state: str) -> list[Effect]:
         """Publish a new state for ourselves (normal after joining, leaving, removed)."""
@@ -230,6 +265,8 @@ class Membership:
         effects = self._merge(sender_id, sender, now, want)
         for entry in entries:
             effects += self._merge(sender_id, entry, now, want)
+        if not want and kind in ("gossip", "gossip_ack", "gossip_full"):
+            self._synced = True  # a whole digest merged, nothing left to ask for
         return effects + _HANDLERS[kind](self, sender_id, body, now, want)
 
     # ----- message handlers (bodies already validated by parse_message) -----------------
@@ -312,6 +349,7 @@ class Membership:
         else:
             old = _effective(peer)
             self._update_record(peer, incoming, seen)
+            peer.restored = False  # the cluster knows it: an ordinary (down) peer now
         # The sender agrees the peer is stale if it flags it down or has no fresh evidence.
         if sender != incoming.node_id and (flagged_down or age >= self._config.suspect_after_s):
             peer.confirmers.setdefault(sender, now)
@@ -413,8 +451,17 @@ class Membership:
         return targets
 
     def _unknown_seeds(self) -> list[tuple[str, int]]:
-        known = {(m.host, m.port) for m in self.members() if m.state != REMOVED}
-        return [addr for addr in self._seeds if addr not in known]
+        """Seed addresses, and those of restored peers not heard of yet, at which we
+        know no member we have heard of in this life."""
+        heard = {(m.host, m.port) for m in self.members() if m.state != REMOVED
+                 and not (m.node_id in self._peers and self._peers[m.node_id].restored)}
+        restored = [(p.member.host, p.member.port) for _, p in sorted(self._peers.items())
+                    if p.restored and p.member.state != REMOVED]
+        out: list[tuple[str, int]] = []
+        for addr in self._seeds + restored:
+            if addr not in heard and addr not in out:
+                out.append(addr)
+        return out
 
     def _digest(self, now: float, exclude: str | None = None) -> dict[str, Any]:
         """Ourselves in full as ``from``, then every peer (down and removed too) compact:

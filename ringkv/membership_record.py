@@ -25,6 +25,7 @@ STATES = (JOINING, NORMAL, LEAVING, DOWN, REMOVED)
 PUBLISHED_STATES = (JOINING, NORMAL, LEAVING, REMOVED)  # what a record may carry
 RING_STATES = (JOINING, NORMAL, LEAVING)  # own tokens; also the ones we failure-detect
 KINDS = ("gossip", "gossip_ack", "gossip_full", "ping", "ping_ack", "probe_req", "probe_ack")
+MAX_AGE = 1e9  # seconds: the age sent for a record with no liveness evidence (restored)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Entry(NamedTuple):
 def encode_entry(m: Member, age: float, down: bool, full: bool = True) -> dict[str, Any]:
     """One member as a msgpack-friendly map (short keys: the list goes out every tick)."""
     entry = {"id": m.node_id, "gen": m.generation, "hb": m.heartbeat, "state": m.state,
-             "age": max(0.0, float(age)), "down": down}
+             "age": min(max(0.0, float(age)), MAX_AGE), "down": down}
     if full:
         entry.update(tokens=list(m.tokens), dc=m.dc, rack=m.rack, host=m.host, port=m.port,
                      http=m.http_port)

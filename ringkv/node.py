@@ -37,11 +37,12 @@ import functools
 import logging
 import os
 import random
+from types import CoroutineType as _CoroutineType
 from typing import Any, Callable
 
 from ringkv import coordinator as co
 from ringkv import node_ops as ops
-from ringkv import versions
+from ringkv import peer_store, versions
 from ringkv.clock import Clock, SystemClock
 from ringkv.config import RingkvConfig
 from ringkv.errors import Closed, InvalidRequest, Overloaded, RingkvError, TooLarge, Unavailable
@@ -57,6 +58,7 @@ from ringkv.topology import TopologyManager
 log = logging.getLogger(__name__)
 
 EMPTY_CONTEXT = versions.encode_context({})
+_EAGER_METHODS = frozenset(("put", "delete"))  # coroutines the RPC server drives without a Task
 COUNTERS = ("get", "put", "delete", "forwarded", "replica_get", "replica_put", "read_repairs",
             "unavailable", "timeouts", "errors", "gossip_in", "gossip_out")
 
@@ -95,6 +97,10 @@ class Node:
         self._minting: dict[bytes, bytes] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._restored: list[Member] = []  # peer records read from data_dir/peers.json
+        self._peers_sig: tuple = ()  # what peers.json holds (or is being written with)
+        self._peers_dirty = False
+        self._peers_task: asyncio.Future | None = None
         self.handoff = Handoff(self)  # sloppy quorum + hinted handoff (ringkv/handoff.py)
         self._handlers: dict[str, Callable[[dict], Any]] = {
             "hint_put": self.handoff.rpc_hint_put,
@@ -120,6 +126,7 @@ class Node:
         await self.topology.prepare()  # may write the identity of a replacement node
         self.ident = load_or_create(cfg.node)
         self.node_id, self.dc = self.ident.node_id, self.ident.dc
+        self._restored = peer_store.load(cfg.node.data_dir, self.fs)  # the view before a restart
         grace = cfg.storage.gc_grace_seconds
         self.engine = Engine.open(
             os.path.join(cfg.node.data_dir, "engine"), cfg.storage, merge=versions.merge_bytes,
@@ -129,6 +136,8 @@ class Node:
         try:
             self.server = self._server_factory(self.handle, cfg.node.host, cfg.node.port,
                                     cfg.limits.max_frame_bytes)
+            if isinstance(self.server, RpcServer):
+                self.server.eager = True  # see handle(): put/delete run without a Task
             await self.server.start()
         except OSError as exc:
             self.engine.close()
@@ -150,6 +159,8 @@ class Node:
         await self.handoff.close()
         self.repairer.close()
         await self.topology.close()
+        if self._peers_task is not None and not self._peers_task.done():
+            await asyncio.gather(self._peers_task, return_exceptions=True)
         await self.rpc.close()
         if self.engine is not None:
             engine, self.engine = self.engine, None
@@ -169,6 +180,9 @@ class Node:
             host, _, port = seed.rpartition(":")
             if port.isdigit() and (host, int(port)) != (node.host, self.server.port):
                 self.membership.add_seed(host or "127.0.0.1", int(port))
+        # The view persisted before a restart: states, tokens, generations (down until heard).
+        self.membership.restore(self._restored, self.clock.monotonic())
+        self._peers_sig = self._peer_records_sig()
         self._refresh_ring()
         self._on_tick()
 
@@ -192,6 +206,7 @@ class Node:
                 changed = True
         if changed:
             self._refresh_ring()
+            self._persist_peers()
 
     def _gossip_send(self, eff: Send) -> None:
         self.counters["gossip_out"] += 1
@@ -228,6 +243,42 @@ class Node:
         self._dc_of = {m.node_id: m.dc for m in members}
         self._reqs = {}
         self._ring_sig = sig
+        self._persist_peers()
+
+    def _peer_records_sig(self) -> tuple:
+        assert self.membership is not None
+        return tuple((m.node_id, m.generation, m.state, m.tokens, m.host, m.port, m.http_port,
+                      m.dc, m.rack) for m in self.membership.records())
+
+    def _persist_peers(self) -> None:
+        """Write data_dir/peers.json (in the background, one write at a time) when a
+        peer's state, tokens, address or generation changed (docs/decisions.md D17)."""
+        sig = self._peer_records_sig()
+        if sig == self._peers_sig:
+            return
+        self._peers_sig = sig
+        self._peers_dirty = True
+        if self._peers_task is None or self._peers_task.done():
+            self._peers_task = asyncio.ensure_future(self._write_peers())
+
+    async def _write_peers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._peers_dirty and self.membership is not None:
+            self._peers_dirty = False
+            records = self.membership.records()
+            try:
+                await loop.run_in_executor(None, peer_store.save, self.config.node.data_dir,
+                                           records, self.fs)
+            except OSError as exc:
+                self._peers_sig = ()  # the next change tries again
+                log.warning("cannot persist the membership view: %s", exc)
+
+    def _check_synced(self) -> None:
+        """Coordinate nothing before the first gossip digest since start (docs/decisions.md D17)."""
+        if self.membership is None or not self.membership.synced:
+            self.counters["unavailable"] += 1
+            raise Unavailable(1, 0, f"node {self.node_id or '?'} has not heard the cluster's "
+                                    "membership since it started; retry")
 
     def alive(self, node_id: str) -> bool:
         assert self.membership is not None
@@ -236,11 +287,18 @@ class Node:
     # ------------------------------------------------------------------ RPC entry
 
     def handle(self, method: str, body: dict, peer: str) -> Any:
-        """The RpcServer handler: a dict (fast path) or an awaitable of one."""
+        """The RpcServer handler: a dict (fast path) or an awaitable of one.
+
+        The RPC server is eager (it drives a handler's coroutine without a Task): only the
+        client writes (``put``/``delete``, the hot path) are handed over as coroutines;
+        every other ``async`` handler still gets its own Task, as it always had."""
         fn = self._handlers.get(method)
         if fn is None:
             raise InvalidRequest(f"unknown method {method!r}")
-        return fn(body)
+        result = fn(body)
+        if type(result) is _CoroutineType and method not in _EAGER_METHODS:
+            return asyncio.ensure_future(result)
+        return result
 
     def _rpc_get(self, body: dict) -> Any:
         """A dict when the read completed at once (R met locally), else a plain future:
@@ -275,11 +333,12 @@ class Node:
             raise InvalidRequest("replica_put needs vs (bytes)")
         versions.decode(vs)  # refuse a malformed set before it reaches the engine
         self.counters["replica_put"] += 1
-        return self._replica_put_reply(skey, vs)
-
-    async def _replica_put_reply(self, skey: bytes, vs: bytes) -> dict:
-        await self.engine.aput(skey, vs)
-        return {}
+        durable = self.engine.aput_nowait(skey, vs)  # a plain future: no Task per write
+        if durable is None:
+            return {}
+        out = durable.get_loop().create_future()
+        durable.add_done_callback(functools.partial(_reply_when_durable, out))
+        return out
 
     # ------------------------------------------------------------------ client operations
 
@@ -293,6 +352,7 @@ class Node:
         """Start a coordinated read; the future gets its outcome."""
         self.counters["get"] += 1
         key = self._key(key)
+        self._check_synced()
         lvl = co.parse_level(level, self.config.cluster.read_level)
         token = token_for(key)
         replicas = self.ring.replicas(token)
@@ -321,6 +381,7 @@ class Node:
         """Write ``value`` (None = tombstone) superseding ``context``; the new context."""
         self.counters["put" if value is not None else "delete"] += 1
         key = self._key(key)
+        self._check_synced()
         value = self._value(value) if value is not None else None
         ctx = _context(context)
         lvl = co.parse_level(level, self.config.cluster.write_level)
@@ -460,8 +521,9 @@ class Node:
         m = self.membership
         nodes = [{"node_id": n.node_id, "host": n.host, "port": n.port, "http_port": n.http_port,
                   "dc": n.dc, "rack": n.rack, "tokens": list(n.tokens),
-                  "state": (m.state_of(n.node_id) if m else None) or "unknown"}
-                 for n in self._view.all_nodes]
+                  "state": (m.state_of(n.node_id) if m else None) or "unknown",
+                  "published": n.state}  # joining/normal/leaving even while down
+                 for n in self._view.owners]
         return {"nodes": nodes, "replication": dict(self.replication)}
 
     def status(self) -> dict:
@@ -516,6 +578,18 @@ def _disk_bytes(path: str) -> int:
             except OSError:
                 pass
     return total
+
+
+def _reply_when_durable(out: asyncio.Future, durable: asyncio.Future) -> None:
+    """``replica_put``'s reply future: ``{}`` once the write is durable, else its error."""
+    if out.done():
+        return
+    if durable.cancelled():
+        out.cancel()
+    elif durable.exception() is not None:
+        out.set_exception(durable.exception())
+    else:
+        out.set_result({})
 
 
 def _log_repair_failure(fut: asyncio.Future) -> None:

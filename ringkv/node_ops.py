@@ -86,7 +86,9 @@ class WriteOp:
                     fut = node._request(stand_in, "hint_put", dict(body, target=target))
                 fut.add_done_callback(functools.partial(self.on_reply, target))
         try:
-            await node.engine.aput(self.skey, self.data)
+            fut = node.engine.aput_nowait(self.skey, self.data)  # applied now, durable later
+            if fut is not None:
+                await fut
             self.settle(q.ack(node.node_id))
         except RingkvError as exc:
             log.error("local write failed: %s", exc)

@@ -116,6 +116,28 @@ class RingView:
         return [n for n in self.future_ring.replicas(token) if n not in current]
 
 
+def moving(owners: Iterable[Owner], exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(node id, state) of every owner that is joining or leaving (down ones included:
+    a crashed node is still mid-move), except those in ``exclude``, by id. ringkv runs
+    one range movement at a time: an operation is refused while this is not empty."""
+    skip = set(exclude)
+    return sorted((o.node_id, o.state) for o in owners
+                  if o.state in (JOINING, LEAVING) and o.node_id not in skip)
+
+
+def yields_to(op: str, subject: str, others: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Of the concurrent moves ``others`` (from :func:`moving`), those an operation that
+    found them only after its settle step gives way to: joins and replacements before
+    leaves (decommission, removenode), then the lower node id. Exactly one of a set of
+    racing moves goes on; the others stop before planning and wait, published, which is
+    safe in that order: every ring on the way has its replicas among the current and
+    future ones, where W + P acks guarantee W copies. A leave finishing while a join waits
+    would not (docs/topology.md)."""
+    rank = {JOINING: 0, LEAVING: 1}
+    mine = (0 if op in ("join", "replace") else 1, subject)
+    return [(i, state) for i, state in others if (rank.get(state, 1), i) < mine]
+
+
 def with_pending(req: Requirement, pending: Sequence[str],
                  dc_of: Mapping[str, str]) -> Requirement:
     """``req`` with each pending replica added to the groups it belongs to, one more ack
@@ -331,6 +353,6 @@ class Progress:
                    replacing=str(d.get("replacing", "")))
 
 
-__all__ = ["Owner", "owner_of", "RingView", "replacements", "with_pending", "StreamTask",
+__all__ = ["Owner", "owner_of", "RingView", "replacements", "moving", "yields_to", "with_pending", "StreamTask",
            "join_plan", "replace_plan", "leave_plan", "remove_plan", "first_live",
            "resume_bounds", "in_bounds", "Progress", "OPS", "STATUSES", "MAX_TOKEN"]

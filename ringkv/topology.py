@@ -82,8 +82,11 @@ class TopologyManager:
                 await self._prepare_replace(p.replacing)
             return  # resume it
         if fresh and self.cfg.replace:
+            await self._refuse_if_seeds_see_moving("replace", self.node.config.node.node_id or "",
+                                                   (self.cfg.replace,))
             await self._prepare_replace(self.cfg.replace)
         elif fresh and self.cfg.join:
+            await self._refuse_if_seeds_see_moving("join", self.node.config.node.node_id or "")
             self.progress = st.Progress("join", self.node.config.node.node_id or "")
             self._save()
 
@@ -175,6 +178,7 @@ class TopologyManager:
         self._check_idle()
         if m.state_of(node.node_id) != NORMAL:
             raise InvalidRequest(f"cannot decommission a node in state {m.state_of(node.node_id)}")
+        self._refuse_if_moving("decommission", node.node_id, (node.node_id,))
         left = [n for n in node.ring.nodes if n.node_id != node.node_id and n.dc == node.dc]
         if len(left) < node.replication.get(node.dc, 0) or not node.ring.nodes:
             raise InvalidRequest(f"cannot decommission: {len(left)} nodes would be left in "
@@ -205,10 +209,40 @@ class TopologyManager:
         if state != "down":
             raise InvalidRequest(f"{target} is {state}, not down: decommission a live node "
                                  "instead (removenode is for dead nodes)")
+        self._refuse_if_moving("removenode", target, (target,))
         self.progress = st.Progress("removenode", target)
         self._save()
         self._spawn()
         return self.progress.summary()
+
+    def _refuse_if_moving(self, op: str, subject: str, exclude: Any) -> None:
+        """InvalidRequest if another member is joining or leaving: one range movement at
+        a time (as Cassandra's consistent range movement); see docs/topology.md."""
+        others = st.moving(self.node._view.owners, exclude)
+        if others:
+            raise InvalidRequest(_concurrent_move(op, subject, others))
+
+    async def _refuse_if_seeds_see_moving(self, op: str, subject: str, exclude: Any = ()) -> None:
+        """Before a fresh join or replace publishes anything: ask the seeds' ``ring`` and
+        refuse (the node does not start) if a member is joining or leaving. Best effort:
+        with no seed answering, the check after the settle step decides."""
+        node = self.node
+        for seed in node.config.node.seeds:
+            host, _, port = seed.rpartition(":")
+            try:
+                reply = await node.rpc.call(host or "127.0.0.1", int(port), "ring", {},
+                                            node.timeout)
+            except (RingkvError, ValueError):
+                continue
+            skip = set(exclude) | {subject}
+            others = sorted((str(n.get("node_id")), str(n.get("published", n.get("state"))))
+                            for n in reply.get("nodes", []) if n.get("node_id") not in skip)
+            others = [(i, state) for i, state in others if state in (JOINING, LEAVING)]
+            if others:
+                raise InvalidRequest(_concurrent_move(op, subject or "this node", others))
+            return
+        log.warning("%s: no seed answered; checking for other membership changes after "
+                    "the settle step", op)
 
     def _check_idle(self) -> None:
         p = self.progress
@@ -246,6 +280,14 @@ class TopologyManager:
                 p.status = "waiting"
                 await self._save_async()
                 await self._settle(JOINING if p.op != "decommission" else LEAVING)
+            # the settled view may show a move that started concurrently with ours: one
+            # of them goes on, the others stop here (failed, still published; safe)
+            others = st.moving(self.node._view.owners, (p.subject, p.replacing))
+            first = st.yields_to(p.op, p.subject, others)
+            if first:
+                raise InvalidRequest(_concurrent_move(p.op, p.subject, first))
+            if others:
+                log.warning("%s of %s goes first; concurrent: %s", p.op, p.subject, others)
             p.plan(self._make_plan(p))
             log.info("%s of %s: %d ranges to stream", p.op, p.subject, len(p.tasks))
         p.status, p.error = "streaming", ""
@@ -460,6 +502,12 @@ class TopologyManager:
         assert self.progress is not None
         text = json.dumps(self.progress.to_dict())
         await asyncio.get_running_loop().run_in_executor(None, save_progress, self.path, text)
+
+
+def _concurrent_move(op: str, subject: str, others: list[tuple[str, str]]) -> str:
+    moving = ", ".join(f"{i} is {state}" for i, state in others)
+    return (f"cannot {op} {subject}: {moving}; ringkv runs one membership change at a time "
+            "(wait until it finishes, or removenode it if it died, then retry)")
 
 
 def _exit_soon() -> None:

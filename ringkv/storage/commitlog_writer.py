@@ -153,7 +153,8 @@ class CommitLogWriter:
         with self._waiters_lock:
             self._waiters.append((seq, loop, future))
         if self._scheduler is None:
-            self._wake.set()
+            if not self._wake.is_set():  # set, it will still be cleared before the waiters are read
+                self._wake.set()
         elif not self._sync_deferred:
             self._sync_deferred = True
             self._scheduler.defer("sync", self._sync_inline)

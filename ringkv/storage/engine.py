@@ -337,16 +337,44 @@ class Engine:
     # -- asyncio ---------------------------------------------------------------------------
     async def aput(self, key: bytes, value: bytes, *, ttl: Optional[float] = None) -> None:
         """:meth:`put` for the event loop: never blocks it (waits on a future)."""
-        key, value = bytes(key), bytes(value)
-        if ttl is not None:
-            seq = self._apply(key, _PUT_TTL, *self._ttl_entry(value, ttl))
-        else:
-            seq = self._apply(key, _PUT, value, value)
-            self._puts += 1
-        if _bugs.ACTIVE and "ack_before_fsync" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
-            self._log.add_waiter(seq, asyncio.get_running_loop(), None)  # type: ignore[union-attr]
+        if ttl is None:
+            fut = self.aput_nowait(key, value)
+            if fut is not None:
+                await fut
             return
-        await self._await_durable(seq)
+        key, value = bytes(key), bytes(value)
+        seq = self._apply(key, _PUT_TTL, *self._ttl_entry(value, ttl))
+        fut = self._durable_future(seq)
+        if fut is not None:
+            await fut
+
+    def aput_nowait(self, key: bytes, value: bytes) -> Optional[asyncio.Future]:
+        """:meth:`aput` without a coroutine (the hot path): the write is applied now, from
+        the event loop; returns None if it is already durable, else a future (result
+        None) that is done once it is durable per sync_mode."""
+        if value.__class__ is not bytes or key.__class__ is not bytes:
+            key, value = bytes(key), bytes(value)
+        seq = self._apply(key, _PUT, value, value)
+        self._puts += 1
+        return self._durable_future(seq)
+
+    def _durable_future(self, seq: int) -> Optional[asyncio.Future]:
+        """None if write ``seq`` needs no waiting, else a future done once it is durable."""
+        log = self._log
+        if _bugs.ACTIVE and "ack_before_fsync" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
+            log.add_waiter(seq, asyncio.get_running_loop(), None)  # type: ignore[union-attr]
+            return None
+        if len(self._view[1]) > self._cfg.max_pending_flushes:  # stall: the slow path
+            return asyncio.ensure_future(self._await_durable(seq))
+        if self._batch:
+            if log.synced_seq < seq:  # type: ignore[union-attr]
+                loop = asyncio.get_running_loop()
+                fut = loop.create_future()
+                log.add_waiter(seq, loop, fut)  # type: ignore[union-attr]
+                return fut
+        elif log._pending_bytes >= (1 << 20):  # type: ignore[union-attr]
+            log._wake.set()  # type: ignore[union-attr]  # let the syncer write it out
+        return None
 
     async def adelete(self, key: bytes) -> None:
         """:meth:`delete` for the event loop."""
