@@ -17,7 +17,6 @@ config (tokens are fixed once data exists; changing them needs a decommission).
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import tomllib
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import tomli_w
 
+from ringkv.atomic_write import write_atomic
 from ringkv.config import NodeConfig
 from ringkv.errors import ConfigError
 from ringkv.ring import generate_tokens
@@ -72,20 +72,9 @@ def read(path: Path) -> Identity:
 
 def write(path: Path, ident: Identity) -> None:
     """Write atomically: temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = tomli_w.dumps({"format": FORMAT, "node_id": ident.node_id, "dc": ident.dc,
                           "rack": ident.rack, "tokens": [f"0x{t:016x}" for t in ident.tokens]})
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write("# ringkv node identity: written once, do not edit\n" + text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, "# ringkv node identity: written once, do not edit\n" + text)
 
 
 __all__ = ["Identity", "load_or_create", "read", "write", "FILE_NAME"]

@@ -8,11 +8,11 @@ the directory), so a crash leaves the old or the new state, never a torn one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ringkv import streaming as st
+from ringkv.atomic_write import write_atomic
 from ringkv.errors import ConfigError
 
 
@@ -51,22 +51,6 @@ def scan_page(engine: Any, start: int, end: int, after: bytes | None,
         finally:
             it.close()
     return items, None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``: temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["load_progress", "save_progress", "scan_page", "write_atomic"]
