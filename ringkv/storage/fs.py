@@ -13,7 +13,7 @@ import fcntl
 import functools
 import os
 
-from ringkv.errors import Closed
+from ringkv.errors import Closed, ConfigError
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)
@@ -121,6 +121,10 @@ class OsFileSystem:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError("storage", f"{os.path.dirname(path) or '.'} is already open "
+                              "by another engine (another node on the same data_dir?)") from None
         except OSError:
             os.close(fd)
             raise

@@ -452,3 +452,17 @@ def test_zlib_compression(tmp_path):
         e.flush()
         assert e.stats()["sstable_bytes"] < 1000 * 100
         assert e.get(b"k0500") == b"value" * 20
+
+
+def test_second_open_of_a_directory_is_a_clear_error(tmp_path):
+    from ringkv.errors import ConfigError
+    from ringkv.storage.engine import Engine as _Engine
+
+    first = _Engine.open(str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match="already open"):
+            _Engine.open(str(tmp_path))
+        first.put(b"k", b"v")  # the first engine is unharmed
+        assert first.get(b"k") == b"v"
+    finally:
+        first.close()
