@@ -348,9 +348,13 @@ def test_close_while_batch_writers_run(tmp_path):
 
 
 def test_second_open_of_same_directory_is_refused(tmp_path):
-    with open_engine(tmp_path):
-        with pytest.raises(OSError):
+    from ringkv.errors import ConfigError
+
+    with open_engine(tmp_path) as first:
+        with pytest.raises(ConfigError, match="already open"):
             open_engine(tmp_path)
+        first.put(b"k", b"v")  # the first engine is unharmed
+        assert first.get(b"k") == b"v"
 
 
 def test_batch_mode_group_commit_counts(tmp_path):
@@ -453,16 +457,3 @@ def test_zlib_compression(tmp_path):
         assert e.stats()["sstable_bytes"] < 1000 * 100
         assert e.get(b"k0500") == b"value" * 20
 
-
-def test_second_open_of_a_directory_is_a_clear_error(tmp_path):
-    from ringkv.errors import ConfigError
-    from ringkv.storage.engine import Engine as _Engine
-
-    first = _Engine.open(str(tmp_path))
-    try:
-        with pytest.raises(ConfigError, match="already open"):
-            _Engine.open(str(tmp_path))
-        first.put(b"k", b"v")  # the first engine is unharmed
-        assert first.get(b"k") == b"v"
-    finally:
-        first.close()
