@@ -14,7 +14,7 @@ Invariants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ringkv.errors import ProtocolError
@@ -112,14 +112,29 @@ def decode_entry(raw: Any) -> Entry:
     if not isinstance(raw, dict):
         raise ProtocolError("membership entry is not a map")
     try:
-        member = Member(node_id=_typed(raw, "id", str), state=_typed(raw, "state", str),
-                        generation=_typed(raw, "gen", int), heartbeat=_typed(raw, "hb", int))
-        age, down = float(_typed(raw, "age", (int, float))), _typed(raw, "down", bool)
+        # exact-type fast paths; anything else goes through _typed (same checks, same errors)
+        v = raw["id"]
+        node_id = v if type(v) is str else _typed(raw, "id", str)
+        v = raw["state"]
+        state = v if type(v) is str else _typed(raw, "state", str)
+        v = raw["gen"]
+        generation = v if type(v) is int else _typed(raw, "gen", int)
+        v = raw["hb"]
+        heartbeat = v if type(v) is int else _typed(raw, "hb", int)
+        v = raw["age"]
+        age = float(v if type(v) is float or type(v) is int else _typed(raw, "age", (int, float)))
+        v = raw["down"]
+        down = v if type(v) is bool else _typed(raw, "down", bool)
         full = "tokens" in raw
-        if full:
-            member = replace(member, tokens=_tokens(raw["tokens"]), host=_typed(raw, "host", str),
-                             port=_typed(raw, "port", int), http_port=_typed(raw, "http", int),
-                             dc=_typed(raw, "dc", str), rack=_typed(raw, "rack", str))
+        if full:  # validated in the same order as before; one Member, no dataclasses.replace
+            tokens, host = _tokens(raw["tokens"]), _typed(raw, "host", str)
+            port, http_port = _typed(raw, "port", int), _typed(raw, "http", int)
+            dc, rack = _typed(raw, "dc", str), _typed(raw, "rack", str)
+            member = Member(node_id, host, port, http_port, dc, rack, tokens, state,
+                            generation, heartbeat)
+        else:
+            member = Member(node_id=node_id, state=state, generation=generation,
+                            heartbeat=heartbeat)
     except KeyError as exc:
         raise ProtocolError(f"membership entry lacks {exc}") from None
     if member.state not in PUBLISHED_STATES or not member.node_id:
@@ -135,6 +150,8 @@ def _tokens(raw: Any) -> tuple[int, ...]:
 
 def _typed(raw: Any, key: str | None, kind: Any) -> Any:
     value = raw if key is None else raw[key]
+    if type(value) is kind and kind is not int:  # fast path: exact type (not an int: bool)
+        return value
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ProtocolError(f"membership entry field {key or 'token'} has type {type(value).__name__}")
     return value

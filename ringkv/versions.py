@@ -148,7 +148,11 @@ def descends(a: VersionSet, b: VersionSet) -> bool:
 
 def vv_descends(a: VersionVector, b: VersionVector) -> bool:
     """True iff version vector ``a`` covers ``b``."""
-    return all(a.get(node, 0) >= counter for node, counter in b.items())
+    get = a.get
+    for node, counter in b.items():
+        if not get(node, 0) >= counter:
+            return False
+    return True
 
 
 def is_stale(replica: VersionSet | None, merged: VersionSet) -> bool:

@@ -35,8 +35,8 @@ from ringkv.sim.trace import Trace
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+def _unpack(data: bytes, _unpackb: Any = msgpack.unpackb) -> Any:
+    return _unpackb(data, raw=False, use_list=True, strict_map_key=False)
 
 
 @dataclass
@@ -93,17 +93,22 @@ class SimNetwork:
             self.dropped += 1
             return
         rng, f = self.rng, self.faults
-        faulty = src in self.nodes and dst in self.nodes
+        nodes = self.nodes
+        faulty = src in nodes and dst in nodes
         if faulty and f.loss and rng.random() < f.loss:
             self.dropped += 1
             return
-        copies = 2 if faulty and f.duplicate and rng.random() < f.duplicate else 1
-        self.duplicated += copies - 1
+        if faulty and f.duplicate and rng.random() < f.duplicate:
+            copies = 2
+            self.duplicated += 1
+        else:
+            copies = 1
+        call_fast = self.loop.call_fast
         for _ in range(copies):
             delay = f.delay_min + rng.expovariate(1.0 / f.delay_jitter)
             if faulty and f.spike_chance and rng.random() < f.spike_chance:
                 delay += rng.uniform(0.0, f.spike_max)
-            self.loop.call_fast(delay, deliver, context)
+            call_fast(delay, deliver, context)
 
     def rtt_guess(self) -> float:
         return 2 * (self.faults.delay_min + self.faults.delay_jitter)

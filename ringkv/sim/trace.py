@@ -19,8 +19,7 @@ class Trace:
 
     def message(self, t: float, src: str, dst: str, method: str, payload: bytes) -> None:
         head = f"m|{t:.9f}|{src}|{dst}|{method}|"
-        self._h.update(head.encode())
-        self._h.update(payload)
+        self._h.update(head.encode() + payload)  # one update: the same bytes, the same digest
         self.events += 1
         if self.log is not None:
             self.log.append(head + payload.hex()[:32])
