@@ -36,6 +36,8 @@ import click
 from ringkv import localcluster as lc
 from ringkv.config import RingkvConfig, from_dict
 from ringkv.errors import ConfigError, RingkvError
+from ringkv.cluster_view import ClusterView, pending_hints
+from ringkv.cluster_view import console as make_console
 from ringkv.localcluster import LocalCluster, LocalClusterError
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
@@ -281,7 +283,7 @@ def cluster_status(directory: str | None) -> None:
         table.add_row(node.node_id, str(node.pid or "-"), "running" if running else "stopped",
                       _answers(node.address) if running else "-", node.address,
                       f"{node.host}:{node.http_port}", str(local.log_path(node)))
-    _console().print(table)
+    make_console().print(table)
 
 
 def _answers(address: str) -> str:
@@ -503,11 +505,11 @@ def streams(address: str | None, wait: bool, timeout: float) -> None:
 def status(address: str | None, as_json: bool) -> None:
     """Per node: state, address, load, tokens, owns %, host id, rack (like nodetool status)."""
     view = ClusterView.gather(address or lc.default_address(), with_load=True)
-    hints = _pending_hints(view)
+    hints = pending_hints(view)
     if as_json:
         click.echo(json.dumps(dict(view.as_dict(), hints=hints), indent=2))
         return
-    console = _console()
+    console = make_console()
     for dc in view.dcs():
         console.print(f"Datacenter: {dc}\n{'=' * (12 + len(dc))}\n"
                       "Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving")
@@ -517,19 +519,6 @@ def status(address: str | None, as_json: bool) -> None:
         if pending:
             console.print(f"Hints held by {holder}: " + ", ".join(
                 f"{target}={count}" for target, count in sorted(pending.items())))
-
-
-def _pending_hints(view: "ClusterView") -> dict[str, dict[str, int]]:
-    """Per up node: the hints it holds per target (its ``status`` reply, docs/hints.md)."""
-    out: dict[str, dict[str, int]] = {}
-    for n in view.nodes:
-        if lc.is_up(n.get("state")):
-            try:
-                reply = lc.rpc_call(f"{n.get('host')}:{n.get('port')}", "status", timeout=1.0)
-            except RingkvError:
-                continue
-            out[str(n["node_id"])] = dict((reply.get("hints") or {}).get("pending") or {})
-    return out
 
 
 @cli.command()
@@ -543,130 +532,11 @@ def ring(address: str | None, show_all: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(view.as_dict(ranges=True), indent=2))
         return
-    console = _console()
+    console = make_console()
     console.print(f"{len(view.nodes)} nodes, {len(view.ring.tokens)} tokens, "
                   f"replication {view.ring.replication} (as seen by {view.source})")
     console.print(view.ownership_table())
     console.print(view.ranges_table(limit=None if show_all else 20))
-
-
-# nodetool's two letters: U(p)/D(own), then N(ormal)/J(oining)/L(eaving)/M(oving)
-_STATE_CODE = {"normal": "UN", "up": "UN", "alive": "UN", "joining": "UJ", "leaving": "UL",
-               "moving": "UM", "down": "DN", "dead": "DN", "removed": "DL"}
-
-
-class ClusterView:
-    """One node's view of the cluster (its ``ring`` reply) plus each node's ``status``."""
-
-    def __init__(self, source: str, reply: dict, loads: dict[str, int | None]) -> None:
-        from ringkv.ring import NodeInfo, Ring
-
-        self.source, self.nodes, self.loads = source, list(reply.get("nodes") or []), loads
-        replication = {str(k): int(v) for k, v in dict(reply.get("replication") or {}).items()}
-        infos = [NodeInfo(str(n["node_id"]), tuple(int(t) for t in n.get("tokens") or ()),
-                          str(n.get("dc", "dc1")), str(n.get("rack", "rack1")),
-                          str(n.get("host", "")), int(n.get("port", 0))) for n in self.nodes]
-        self.ring = Ring(infos, replication or {"dc1": 1})
-        self.owns = self.ring.ownership() if self.ring.tokens else {}
-        self.primary = self.ring.primary_ownership() if self.ring.tokens else {}
-
-    @classmethod
-    def gather(cls, address: str, with_load: bool) -> "ClusterView":
-        reply = lc.rpc_call(address, "ring", timeout=3.0)
-        loads: dict[str, int | None] = {}
-        for n in reply.get("nodes") or []:
-            up = lc.is_up(n.get("state"))
-            where = f"{n.get('host')}:{n.get('port')}"
-            loads[str(n["node_id"])] = _load_of(where) if with_load and up else None
-        return cls(address, reply, loads)
-
-    def dcs(self) -> list[str]:
-        return sorted({str(n.get("dc", "dc1")) for n in self.nodes})
-
-    def code(self, node: dict) -> str:
-        return _STATE_CODE.get(str(node.get("state") or "").lower(), "?N")
-
-    def status_table(self, dc: str) -> Any:
-        from rich.table import Table
-
-        table = Table("--", "Address", "Load", "Tokens", "Owns (effective)", "Host ID", "Rack",
-                      box=None, pad_edge=False)
-        for n in sorted(self.nodes, key=lambda n: str(n["node_id"])):
-            if str(n.get("dc", "dc1")) != dc:
-                continue
-            nid = str(n["node_id"])
-            table.add_row(self.code(n), f"{n.get('host')}:{n.get('port')}", _size(self.loads.get(nid)),
-                          str(len(n.get("tokens") or ())), f"{100 * self.owns.get(nid, 0):.1f}%",
-                          nid, str(n.get("rack", "rack1")))
-        return table
-
-    def ownership_table(self) -> Any:
-        from rich.table import Table
-
-        table = Table("Host ID", "State", "Address", "DC", "Rack", "Tokens",
-                      "Owns (primary)", "Owns (effective)", box=None, pad_edge=False)
-        for n in sorted(self.nodes, key=lambda n: str(n["node_id"])):
-            nid = str(n["node_id"])
-            table.add_row(nid, self.code(n), f"{n.get('host')}:{n.get('port')}", str(n.get("dc", "dc1")),
-                          str(n.get("rack", "rack1")), str(len(n.get("tokens") or ())),
-                          f"{100 * self.primary.get(nid, 0):.1f}%",
-                          f"{100 * self.owns.get(nid, 0):.1f}%")
-        return table
-
-    def ranges_table(self, limit: int | None) -> Any:
-        from rich.table import Table
-
-        ranges = self.ring.ranges()
-        shown = ranges if limit is None else ranges[:limit]
-        more = len(ranges) - len(shown)
-        caption = f"{more} more ranges (--all lists every one)" if more else None
-        table = Table("Range start (exclusive)", "Range end (token)", "Replicas", box=None,
-                      pad_edge=False, caption=caption, caption_justify="left")
-        for start, end in shown:
-            table.add_row(str(start), str(end), ", ".join(self.ring.replicas(end)))
-        return table
-
-    def as_dict(self, ranges: bool = False) -> dict:
-        nodes = [{"node_id": str(n["node_id"]), "code": self.code(n), "state": n.get("state"),
-                  "address": f"{n.get('host')}:{n.get('port')}", "dc": n.get("dc", "dc1"),
-                  "rack": n.get("rack", "rack1"), "tokens": len(n.get("tokens") or ()),
-                  "load": self.loads.get(str(n["node_id"])),
-                  "owns": self.owns.get(str(n["node_id"]), 0.0),
-                  "owns_primary": self.primary.get(str(n["node_id"]), 0.0)}
-                 for n in sorted(self.nodes, key=lambda n: str(n["node_id"]))]
-        out: dict[str, Any] = {"source": self.source, "replication": self.ring.replication, "nodes": nodes}
-        if ranges:
-            out["ranges"] = [{"start": s, "end": e, "replicas": self.ring.replicas(e)}
-                             for s, e in self.ring.ranges()]
-        return out
-
-
-def _load_of(address: str) -> int | None:
-    """The data size a node reports in its ``status`` reply, or None if it does not answer."""
-    try:
-        reply = lc.rpc_call(address, "status", timeout=1.0)
-    except RingkvError:
-        return None
-    for key in ("load", "load_bytes", "disk_bytes", "data_bytes"):
-        if isinstance(reply.get(key), (int, float)):
-            return int(reply[key])
-    return None
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return "?"
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
 def _add_bench_command() -> None:

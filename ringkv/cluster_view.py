@@ -1,0 +1,147 @@
+"""What ``ringkv status`` and ``ringkv ring`` show: one node's view of the cluster.
+
+:class:`ClusterView` joins a node's ``ring`` reply with each up node's ``status`` reply
+(load, pending hints) and renders the nodetool-style tables (rich) or a JSON-ready dict.
+It only reads: every RPC is a short ``lc.rpc_call`` with a timeout, and a node that does
+not answer shows as unknown ("?") rather than failing the whole view.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ringkv import localcluster as lc
+from ringkv.errors import RingkvError
+
+# nodetool's two letters: U(p)/D(own), then N(ormal)/J(oining)/L(eaving)/M(oving)
+_STATE_CODE = {"normal": "UN", "up": "UN", "alive": "UN", "joining": "UJ", "leaving": "UL",
+               "moving": "UM", "down": "DN", "dead": "DN", "removed": "DL"}
+
+
+class ClusterView:
+    """One node's view of the cluster (its ``ring`` reply) plus each node's ``status``."""
+
+    def __init__(self, source: str, reply: dict, loads: dict[str, int | None]) -> None:
+        from ringkv.ring import NodeInfo, Ring
+
+        self.source, self.nodes, self.loads = source, list(reply.get("nodes") or []), loads
+        replication = {str(k): int(v) for k, v in dict(reply.get("replication") or {}).items()}
+        infos = [NodeInfo(str(n["node_id"]), tuple(int(t) for t in n.get("tokens") or ()),
+                          str(n.get("dc", "dc1")), str(n.get("rack", "rack1")),
+                          str(n.get("host", "")), int(n.get("port", 0))) for n in self.nodes]
+        self.ring = Ring(infos, replication or {"dc1": 1})
+        self.owns = self.ring.ownership() if self.ring.tokens else {}
+        self.primary = self.ring.primary_ownership() if self.ring.tokens else {}
+
+    @classmethod
+    def gather(cls, address: str, with_load: bool) -> "ClusterView":
+        reply = lc.rpc_call(address, "ring", timeout=3.0)
+        loads: dict[str, int | None] = {}
+        for n in reply.get("nodes") or []:
+            up = lc.is_up(n.get("state"))
+            where = f"{n.get('host')}:{n.get('port')}"
+            loads[str(n["node_id"])] = _load_of(where) if with_load and up else None
+        return cls(address, reply, loads)
+
+    def dcs(self) -> list[str]:
+        return sorted({str(n.get("dc", "dc1")) for n in self.nodes})
+
+    def code(self, node: dict) -> str:
+        return _STATE_CODE.get(str(node.get("state") or "").lower(), "?N")
+
+    def status_table(self, dc: str) -> Any:
+        from rich.table import Table
+
+        table = Table("--", "Address", "Load", "Tokens", "Owns (effective)", "Host ID", "Rack",
+                      box=None, pad_edge=False)
+        for n in sorted(self.nodes, key=lambda n: str(n["node_id"])):
+            if str(n.get("dc", "dc1")) != dc:
+                continue
+            nid = str(n["node_id"])
+            table.add_row(self.code(n), f"{n.get('host')}:{n.get('port')}", _size(self.loads.get(nid)),
+                          str(len(n.get("tokens") or ())), f"{100 * self.owns.get(nid, 0):.1f}%",
+                          nid, str(n.get("rack", "rack1")))
+        return table
+
+    def ownership_table(self) -> Any:
+        from rich.table import Table
+
+        table = Table("Host ID", "State", "Address", "DC", "Rack", "Tokens",
+                      "Owns (primary)", "Owns (effective)", box=None, pad_edge=False)
+        for n in sorted(self.nodes, key=lambda n: str(n["node_id"])):
+            nid = str(n["node_id"])
+            table.add_row(nid, self.code(n), f"{n.get('host')}:{n.get('port')}", str(n.get("dc", "dc1")),
+                          str(n.get("rack", "rack1")), str(len(n.get("tokens") or ())),
+                          f"{100 * self.primary.get(nid, 0):.1f}%",
+                          f"{100 * self.owns.get(nid, 0):.1f}%")
+        return table
+
+    def ranges_table(self, limit: int | None) -> Any:
+        from rich.table import Table
+
+        ranges = self.ring.ranges()
+        shown = ranges if limit is None else ranges[:limit]
+        more = len(ranges) - len(shown)
+        caption = f"{more} more ranges (--all lists every one)" if more else None
+        table = Table("Range start (exclusive)", "Range end (token)", "Replicas", box=None,
+                      pad_edge=False, caption=caption, caption_justify="left")
+        for start, end in shown:
+            table.add_row(str(start), str(end), ", ".join(self.ring.replicas(end)))
+        return table
+
+    def as_dict(self, ranges: bool = False) -> dict:
+        nodes = [{"node_id": str(n["node_id"]), "code": self.code(n), "state": n.get("state"),
+                  "address": f"{n.get('host')}:{n.get('port')}", "dc": n.get("dc", "dc1"),
+                  "rack": n.get("rack", "rack1"), "tokens": len(n.get("tokens") or ()),
+                  "load": self.loads.get(str(n["node_id"])),
+                  "owns": self.owns.get(str(n["node_id"]), 0.0),
+                  "owns_primary": self.primary.get(str(n["node_id"]), 0.0)}
+                 for n in sorted(self.nodes, key=lambda n: str(n["node_id"]))]
+        out: dict[str, Any] = {"source": self.source, "replication": self.ring.replication, "nodes": nodes}
+        if ranges:
+            out["ranges"] = [{"start": s, "end": e, "replicas": self.ring.replicas(e)}
+                             for s, e in self.ring.ranges()]
+        return out
+
+
+def _load_of(address: str) -> int | None:
+    """The data size a node reports in its ``status`` reply, or None if it does not answer."""
+    try:
+        reply = lc.rpc_call(address, "status", timeout=1.0)
+    except RingkvError:
+        return None
+    for key in ("load", "load_bytes", "disk_bytes", "data_bytes"):
+        if isinstance(reply.get(key), (int, float)):
+            return int(reply[key])
+    return None
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return "?"
+
+
+def pending_hints(view: "ClusterView") -> dict[str, dict[str, int]]:
+    """Per up node: the hints it holds per target (its ``status`` reply, docs/hints.md)."""
+    out: dict[str, dict[str, int]] = {}
+    for n in view.nodes:
+        if lc.is_up(n.get("state")):
+            try:
+                reply = lc.rpc_call(f"{n.get('host')}:{n.get('port')}", "status", timeout=1.0)
+            except RingkvError:
+                continue
+            out[str(n["node_id"])] = dict((reply.get("hints") or {}).get("pending") or {})
+    return out
+
+
+def console() -> Any:
+    """A rich console: full width on a terminal, 200 columns into a pipe."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
