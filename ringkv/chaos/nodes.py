@@ -10,7 +10,6 @@ against a deadline.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,14 +21,14 @@ from typing import Any
 import tomli_w
 
 from ringkv.chaos.netns import Topology
+from ringkv.testing.process import NodeProcess
 
 PORT = 7400
 HTTP_PORT = 8400
-READY = b"serving on"
 
 
 @dataclass
-class NodeProc:
+class NodeProc(NodeProcess):
     """One node: where it lives and its current process."""
 
     index: int
@@ -45,25 +44,6 @@ class NodeProc:
     @property
     def address(self) -> str:
         return f"{self.host}:{PORT}"
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "ringkv.toml"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "node.log"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 class NodeSet:
@@ -120,25 +100,12 @@ class NodeSet:
             return node
         if not node.config_path.exists():
             self.write_config(node)
-        node.log_offset = node.log_path.stat().st_size if node.log_path.exists() else 0
         cmd = command or [self.python, "-m", "ringkv.server", "--config", str(node.config_path)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(node.log_path, "ab") as log:
-            node.proc = subprocess.Popen(["ip", "netns", "exec", node.ns, *cmd],
-                                         stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=node.root,
-                                         start_new_session=True)
-        node.paused = False
+        node.spawn(["ip", "netns", "exec", node.ns, *cmd])
         return node
 
     def signal(self, i: int, sig: int) -> None:
-        node = self.nodes[i]
-        if node.running:
-            assert node.proc is not None
-            try:
-                os.kill(node.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        self.nodes[i].send(sig)
 
     def kill(self, i: int) -> None:
         """SIGKILL and reap: a crash."""
@@ -161,25 +128,11 @@ class NodeSet:
             self.nodes[i].paused = False
 
     def _reap(self, i: int, timeout: float) -> None:
-        node = self.nodes[i]
-        if node.proc is None:
-            return
-        try:
-            node.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            node.proc.wait(10.0)
-        node.paused = False
+        self.nodes[i].reap(timeout)
 
     def serving(self, i: int) -> bool:
         """Whether node ``i``'s current process printed its ready line."""
-        node = self.nodes[i]
-        try:
-            with open(node.log_path, "rb") as f:
-                f.seek(node.log_offset)
-                return READY in f.read()
-        except OSError:
-            return False
+        return self.nodes[i].printed_ready()
 
     def wait_serving(self, indexes: list[int], timeout: float) -> None:
         """Every listed node printed its ready line; RuntimeError (with its log) if not."""

@@ -21,7 +21,6 @@ Nothing here sleeps for a fixed time: every wait polls a condition against a dea
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -35,7 +34,8 @@ from typing import Any, Callable, Sequence
 
 import tomli_w
 
-READY = b"serving on"
+from ringkv.testing.process import NodeProcess
+
 UP_STATES = ("normal", "joining", "leaving")
 
 
@@ -44,7 +44,7 @@ class ClusterError(Exception):
 
 
 @dataclass
-class NodeHandle:
+class NodeHandle(NodeProcess):
     """One node process of a :class:`Cluster`."""
 
     index: int
@@ -58,34 +58,11 @@ class NodeHandle:
     proc: subprocess.Popen | None = None
     paused: bool = False
     wanted: bool = False  # started by us and not stopped/killed since
-    _log_offset: int = field(default=0, repr=False)
+    log_offset: int = field(default=0, repr=False)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "ringkv.toml"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "node.log"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
 
     def http_json(self, path: str, timeout: float = 2.0) -> Any:
         """GET ``path`` from this node's HTTP API and decode the JSON body."""
@@ -123,15 +100,7 @@ class Cluster:
         node = self.node(which)
         if node.running:
             raise ClusterError(f"{node.node_id} is already running")
-        node.log_path.parent.mkdir(parents=True, exist_ok=True)
-        node._log_offset = node.log_path.stat().st_size if node.log_path.exists() else 0
-        cmd = [self.python, "-m", "ringkv.server", "--config", str(node.config_path)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(node.log_path, "ab") as log:
-            node.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=node.root,
-                                         start_new_session=True)
-        node.paused = False
+        node.spawn([self.python, "-m", "ringkv.server", "--config", str(node.config_path)])
         node.wanted = True
         return node
 
@@ -188,24 +157,10 @@ class Cluster:
         self.close()
 
     def _signal(self, node: NodeHandle, sig: int) -> None:
-        if node.running:
-            assert node.proc is not None
-            try:
-                os.kill(node.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        node.send(sig)
 
     def _reap(self, node: NodeHandle, timeout: float) -> int | None:
-        if node.proc is None:
-            return None
-        if node.paused:
-            self._signal(node, signal.SIGCONT)
-            node.paused = False
-        try:
-            return node.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            return node.proc.wait(10.0)
+        return node.reap(timeout)
 
     # -- waiting -------------------------------------------------------------------
 
@@ -236,12 +191,7 @@ class Cluster:
         if node.proc is not None and node.proc.poll() is not None:
             raise ClusterError(f"{node.node_id} exited with {node.proc.returncode}; "
                                f"log {node.log_path}:\n{node.log_tail()}")
-        try:
-            with open(node.log_path, "rb") as f:
-                f.seek(node._log_offset)
-                return READY in f.read()
-        except OSError:
-            return False
+        return node.printed_ready()
 
 
 def wait_until(cond: Callable[[], Any], deadline: float, what: Callable[[], str] | str,
