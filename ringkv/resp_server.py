@@ -38,7 +38,8 @@ from typing import Any, Callable, Coroutine
 from ringkv.config import LimitsConfig
 from ringkv.errors import RingkvError
 from ringkv.net import resp
-from ringkv.net.resp import Command, RespLimits, RespParser
+from ringkv.net.resp import Command, RespLimits
+from ringkv.net.resp_fast import FastRespParser
 from ringkv.resp_commands import Commands, KvOps, Session, Spec, error_reply
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class _RespConnection(asyncio.Protocol):
     def __init__(self, server: RespServer, conn_id: int) -> None:
         self.server = server
         self.commands = server.commands
-        self.parser = RespParser(server.resp_limits)
+        self.parser = FastRespParser(server.resp_limits)
         self.session = Session(conn_id)
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Any] = deque()  # bytes (ready reply) | _Call | _CLOSE

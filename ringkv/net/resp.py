@@ -79,6 +79,11 @@ class RespParser:
         """Bytes received and not yet part of a returned command."""
         return len(self._buf)
 
+    @property
+    def at_boundary(self) -> bool:
+        """True between two commands with nothing buffered (and no error)."""
+        return not self._buf and not self._remaining and self.error is None
+
     def feed(self, data: bytes) -> list[Command]:
         if self.error is not None:
             return []
