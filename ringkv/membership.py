@@ -144,7 +144,13 @@ class Membership:
 
     def alive(self, node_id: str) -> bool:
         """True for ourselves and for known peers that are neither down nor removed."""
-        return self.state_of(node_id) in RING_STATES
+        # state_of(node_id) in RING_STATES, inlined: the coordinator asks this per replica
+        # of every request
+        me = self._self
+        if node_id == me.node_id:
+            return me.state in RING_STATES
+        peer = self._peers.get(node_id)
+        return peer is not None and _effective(peer) in RING_STATES
 
     def suspected(self, node_id: str) -> bool:
         """True while a peer is stale but not (yet) agreed to be down."""
@@ -340,9 +346,10 @@ class Membership:
             if (known.generation, known.heartbeat, known.state) == \
                     (incoming.generation, incoming.heartbeat, incoming.state):
                 incoming = known  # the common case: saves a copy per entry per message
-            else:
-                incoming = replace(known, generation=incoming.generation,
-                                   heartbeat=incoming.heartbeat, state=incoming.state)
+            else:  # replace(known, generation=..., heartbeat=..., state=...), ~4x cheaper
+                incoming = Member(known.node_id, known.host, known.port, known.http_port,
+                                  known.dc, known.rack, known.tokens, incoming.state,
+                                  incoming.generation, incoming.heartbeat)
         if peer is None:
             peer = self._peers[incoming.node_id] = _Peer(incoming, last_seen=seen)
             old = ""
@@ -359,10 +366,11 @@ class Membership:
 
     def _update_record(self, peer: _Peer, incoming: Member, seen: float) -> None:
         """Take a newer record and fresher liveness evidence; revive on real news."""
-        if incoming.version() < peer.member.version():
-            return  # an older record: its liveness evidence is about an older life
-        if incoming.order_key() > peer.member.order_key():
-            peer.member = incoming
+        if incoming is not peer.member:  # (the common case, from _merge: nothing to compare)
+            if incoming.version() < peer.member.version():
+                return  # an older record: its liveness evidence is about an older life
+            if incoming.order_key() > peer.member.order_key():
+                peer.member = incoming
         if seen <= peer.last_seen:
             return
         peer.last_seen = seen

@@ -14,6 +14,7 @@ Invariants.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -130,11 +131,10 @@ def decode_entry(raw: Any) -> Entry:
             tokens, host = _tokens(raw["tokens"]), _typed(raw, "host", str)
             port, http_port = _typed(raw, "port", int), _typed(raw, "http", int)
             dc, rack = _typed(raw, "dc", str), _typed(raw, "rack", str)
-            member = Member(node_id, host, port, http_port, dc, rack, tokens, state,
-                            generation, heartbeat)
+            member = _full(node_id, host, port, http_port, dc, rack, tokens, state,
+                           generation, heartbeat)
         else:
-            member = Member(node_id=node_id, state=state, generation=generation,
-                            heartbeat=heartbeat)
+            member = _compact(node_id, state, generation, heartbeat)
     except KeyError as exc:
         raise ProtocolError(f"membership entry lacks {exc}") from None
     if member.state not in PUBLISHED_STATES or not member.node_id:
@@ -142,10 +142,28 @@ def decode_entry(raw: Any) -> Entry:
     return Entry(member, max(0.0, age), down, full)
 
 
+# Decoded Members are memoised (they are immutable): every node's digest repeats each
+# record to several peers per tick, its own full record heads every message it sends in
+# that tick, and building a frozen dataclass costs more than decoding the rest of the entry.
+@functools.lru_cache(maxsize=4096)
+def _compact(node_id: str, state: str, generation: int, heartbeat: int) -> Member:
+    return Member(node_id=node_id, state=state, generation=generation, heartbeat=heartbeat)
+
+
+@functools.lru_cache(maxsize=1024)
+def _full(node_id: str, host: str, port: int, http_port: int, dc: str, rack: str,
+          tokens: tuple[int, ...], state: str, generation: int, heartbeat: int) -> Member:
+    return Member(node_id, host, port, http_port, dc, rack, tokens, state, generation, heartbeat)
+
+
 def _tokens(raw: Any) -> tuple[int, ...]:
-    if not isinstance(raw, (list, tuple)) or not all(type(t) is int for t in raw):
+    # every element's exact type is int (so no bool), without a generator per entry
+    if not isinstance(raw, (list, tuple)) or (raw and set(map(type, raw)) != _INT_ONLY):
         raise ProtocolError("membership entry field tokens is not a list of ints")
     return tuple(raw)
+
+
+_INT_ONLY = {int}
 
 
 def _typed(raw: Any, key: str | None, kind: Any) -> Any:

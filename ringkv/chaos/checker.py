@@ -103,20 +103,27 @@ class _Key:
         todo = [i for i, w in enumerate(self.writes) if w["value"] in self.final]
         self.accounted.update(todo)
         index = {w["value"]: i for i, w in enumerate(self.writes)}
+        # Writes with a context not accounted for yet: the only ones a context can still
+        # add, so each accounted write compares its context with fewer and fewer of them
+        # (the same fixpoint as comparing with every write, without the n^2 comparisons).
+        unseen = [i for i, vv in enumerate(self.vv) if vv is not None and i not in self.accounted]
         while todo:
             j = todo.pop()
-            for i in self._seen_by(j, index):
+            for i in self._seen_by(j, index, unseen):
                 if i not in self.accounted:
                     self.accounted.add(i)
                     todo.append(i)
+            if unseen:
+                unseen = [i for i in unseen if i not in self.accounted]
 
-    def _seen_by(self, j: int, index: dict[str, int]) -> list[int]:
-        """Writes that write ``j`` saw."""
+    def _seen_by(self, j: int, index: dict[str, int], candidates: list[int]) -> list[int]:
+        """Writes among ``candidates`` (plus rmw read evidence) that write ``j`` saw."""
         p, vv_j = self.writes[j], self.vv[j]
         out = [index[v] for v in p["seen"] if v in index] if p["kind"] == "rmw" else []
         if vv_j is not None:
-            out += [i for i, vv_i in enumerate(self.vv)
-                    if i != j and vv_i is not None and _strictly_covers(vv_j, vv_i)]
+            vvs, accounted = self.vv, self.accounted
+            out += [i for i in candidates
+                    if i != j and i not in accounted and _strictly_covers(vv_j, vvs[i])]
         return out
 
 

@@ -26,7 +26,7 @@ from ringkv.config import (ClusterConfig, HintsConfig, NodeConfig, RepairConfig,
 from ringkv.node import Node
 from ringkv.ring import generate_tokens
 from ringkv.sim.disk import NodeDisk
-from ringkv.sim.loop import Incarnation, SimClock, SimLoop
+from ringkv.sim.loop import Incarnation, SimClock, SimLoop, here
 from ringkv.sim.network import SimNetwork
 
 PORT = 7400
@@ -41,7 +41,7 @@ class DiskScheduler:
     def defer(self, kind: str, fn: Any, delay: float = 0.0) -> None:
         if kind == "sync":
             delay += self.rng.uniform(*self.latency)
-        self.loop.call_later(delay, fn)
+        self.loop.call_fast(delay, fn, here())  # no TimerHandle: deferred work is never cancelled
 
 
 class SimNode:

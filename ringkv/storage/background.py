@@ -50,6 +50,10 @@ class Background:
 
     def start(self) -> None:
         if self._scheduler is not None:
+            # as the compactor thread does at start (_compact_wanted): tables left by
+            # earlier lives (one per replayed commit log) may be due for a compaction
+            if self._e._cfg.compaction != "none":
+                self._scheduler.defer("compact", self._compact_inline)
             return
         for target, name in ((self._flusher, "ringkv-flush"), (self._compactor, "ringkv-compact")):
             t = threading.Thread(target=target, name=name, daemon=True)

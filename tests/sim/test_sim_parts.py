@@ -140,3 +140,86 @@ def test_runs_outside_any_node_have_no_incarnation() -> None:
     from ringkv.sim.loop import CURRENT
 
     assert contextvars.Context().run(CURRENT.get) is None
+
+
+def test_timeouts_run_in_time_order_can_be_cancelled_and_die_with_their_process() -> None:
+    fired: list[tuple[str, float]] = []
+
+    async def main(loop: SimLoop) -> None:
+        note = lambda name: fired.append((name, loop.time()))  # noqa: E731
+        here = contextvars.Context()
+        loop.call_timeout(2.0, note, here, ("b",))
+        loop.call_timeout(1.0, note, here, ("a",))
+        loop.call_fast(1.5, note, here, ("fast",))
+        loop.call_timeout(1.0, note, here, ("cancelled",))[2] = None
+        dead = Incarnation("dead")
+        loop.call_timeout(1.0, note, dead.context, ("dead",))
+        dead.dead = True
+        await asyncio.sleep(0.5)
+        loop.call_timeout(1.0, note, here, ("c",))  # due at 1.5, after the earlier 1.0 ones
+        await asyncio.sleep(3.0)
+
+    _run(main)
+    assert fired == [("a", 1.0), ("fast", 1.5), ("c", 1.5), ("b", 2.0)]
+
+
+def test_async_handlers_run_eagerly_and_bad_replies_become_errors() -> None:
+    loop = SimLoop()
+    net = SimNetwork(loop, random.Random(1), Trace())
+    tasks: list[object] = []
+
+    async def slow(body: dict) -> dict:
+        tasks.append(asyncio.current_task())  # None: driven without a Task, as on TCP
+        await asyncio.sleep(0.25)
+        return {"n": body["n"] + 1}
+
+    def handler(method: str, body: dict, peer: str):
+        if method == "slow":
+            return slow(body)
+        return ["not", "a", "map"]
+
+    server = SimRpcServer(net, handler, "b", 1)
+    loop.run_until_complete(server.start())
+    client = SimRpcClient(net, "a")
+    fut = client.call("b", 1, "slow", {"n": 1}, 1.0)
+    assert isinstance(fut, asyncio.Future)  # a plain future: no Task per request
+    assert loop.run_until_complete(fut) == {"n": 2}
+    assert tasks == [None]
+    with pytest.raises(RingkvError, match="internal error: TypeError"):
+        loop.run_until_complete(client.call("b", 1, "bad", {}, 1.0))
+    loop.close()
+
+
+def test_node_ops_fast_path_times_out_and_cancels_its_timer() -> None:
+    from ringkv import node_ops
+
+    loop = SimLoop()
+    net, client = _pair(loop)
+
+    async def main() -> tuple:
+        ok = await node_ops.request(client, "b", 1, "m", {"x": 1}, 0.5)
+        net.block("b", "a")
+        t0 = loop.time()
+        with pytest.raises(Timeout) as lost:
+            await node_ops.request(client, "b", 1, "m", {"x": 2}, 0.5)
+        return ok, loop.time() - t0, lost.value
+
+    ok, waited, err = loop.run_until_complete(main())
+    assert ok == {"echo": 1} and waited == pytest.approx(0.5) and is_no_reply(err)
+    assert not client._pending  # resolved requests leave nothing behind
+    loop.close()
+
+
+def test_a_run_that_acknowledged_no_write_is_not_ok(monkeypatch) -> None:
+    """A run where every put fails (here: minting raises) checked nothing, so it must not
+    pass: it would hide any bug that breaks writes, including in the checker's own hooks."""
+    from ringkv import versions
+    from tests.sim.simhelp import sim
+
+    def broken(*args, **kwargs):
+        raise TypeError("minting is broken")
+
+    monkeypatch.setattr(versions, "update", broken)
+    res = sim(1, duration=10.0)
+    assert not res.ok and res.acked_writes == 0
+    assert "no write was acknowledged" in " ".join(res.failures)
