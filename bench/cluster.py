@@ -12,7 +12,9 @@ What it does, in one run (every phase bounded by time and by operation count):
 The load generator runs in separate process(es) (``--procs``), 50 coroutines in all, each
 with one request in flight, sharing one connection per node. Human-readable lines go to
 stderr; stdout ends with ONE line of JSON: put_ops, get_ops (ops/s), put/get p50/p99 in
-ms, bare_put_ops, bare_get_ops, put_vs_bare, get_vs_bare, errors, settings.
+ms, bare_put_ops, bare_get_ops, put_vs_bare, get_vs_bare, errors, put/get_cpu_us_per_op
+(CPU of the nodes and the load generator per operation: the figure to compare runs by
+on a machine shared with other work, where ops/s follow the neighbours), settings.
 
     python bench/cluster.py --quick          # < 60 s
     python bench/cluster.py                  # longer phases
@@ -46,9 +48,24 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def process_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds (user + system, all threads) the processes used so far; 0 for gone ones."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def run_phase(a: argparse.Namespace, mode: str, addrs: list[str], op: str, duration: float,
-              keys: int) -> Result:
-    """One load phase from ``a.procs`` loadgen processes; merged result."""
+              keys: int, pids: list[int] | None = None) -> Result:
+    """One load phase from ``a.procs`` loadgen processes; merged result. With ``pids``
+    (the server processes), ``res.server_cpu`` is the CPU seconds they used meanwhile."""
+    cpu0 = process_cpu_seconds(pids or [])
     per = [a.concurrency // a.procs + (1 if i < a.concurrency % a.procs else 0)
            for i in range(a.procs)]
     procs = []
@@ -71,29 +88,39 @@ def run_phase(a: argparse.Namespace, mode: str, addrs: list[str], op: str, durat
         if p.returncode != 0 or not lines:
             raise RuntimeError(f"loadgen failed (exit {p.returncode}): {err.strip()[-2000:]}")
         parts.append(json.loads(lines[-1]))
-    return Result.merge_json(parts)
+    res = Result.merge_json(parts)
+    res.server_cpu = process_cpu_seconds(pids or []) - cpu0
+    return res
 
 
 def report(label: str, op: str, res: Result) -> dict:
     s = res.summary()
+    ops = max(1, res.ops)
+    # CPU per operation: on a shared machine ops/s move with the neighbours' load, the
+    # CPU each operation costs much less so (it is the figure to compare A/B runs by).
+    s["server_cpu_us_per_op"] = round(res.server_cpu / ops * 1e6, 1)
+    s["loadgen_cpu_us_per_op"] = round(res.cpu / ops * 1e6, 1)
     say(f"{label:8} {op}: {C.fmt_ops(s['ops_per_s'])} ops/s  p50 {s['p50_ms']:.2f} ms  "
         f"p99 {s['p99_ms']:.2f} ms  errors {s['errors']} {res.error_kinds or ''} "
-        f"(loadgen used {s['loadgen_cpu']:.0%} of a core)")
+        f"(loadgen used {s['loadgen_cpu']:.0%} of a core; CPU per op: servers "
+        f"{s['server_cpu_us_per_op']:.1f} us, loadgen {s['loadgen_cpu_us_per_op']:.1f} us)")
     return s | {"error_kinds": res.error_kinds}
 
 
-def interleaved(a: argparse.Namespace, targets: dict[str, tuple[str, list[str]]]) -> dict:
+def interleaved(a: argparse.Namespace,
+                targets: dict[str, tuple[str, list[str], list[int]]]) -> dict:
     """Puts on every target, then gets of the keys written; targets take turns per op,
-    so the bare server and the cluster see the same background load."""
+    so the bare server and the cluster see the same background load. A target is
+    (loadgen mode, addresses, server pids)."""
     out: dict[str, dict] = {label: {} for label in targets}
     written: dict[str, int] = {}
-    for label, (mode, addrs) in targets.items():
+    for label, (mode, addrs, _pids) in targets.items():
         if a.warmup > 0:
             run_phase(a, mode, addrs, "put", a.warmup, a.keys)
     for op in ("put", "get"):
-        for label, (mode, addrs) in targets.items():
+        for label, (mode, addrs, pids) in targets.items():
             keys = a.keys if op == "put" else written[label]
-            res = run_phase(a, mode, addrs, op, a.duration, keys)
+            res = run_phase(a, mode, addrs, op, a.duration, keys, pids)
             if op == "put":
                 written[label] = max(1, min(a.keys, res.ops))
             out[label][op] = report(label, op, res)
@@ -159,6 +186,12 @@ def cluster_addresses(directory: Path) -> list[str]:
     return [f"{n['host']}:{n['port']}" for n in state["nodes"]]
 
 
+def cluster_pids(directory: Path) -> list[int]:
+    """The node processes' pids, if the launcher records them (``cluster.json``)."""
+    state = json.loads((directory / "cluster.json").read_text())
+    return [int(n["pid"]) for n in state["nodes"] if n.get("pid")]
+
+
 def measure(a: argparse.Namespace) -> dict:
     """Bring up the bare server and the cluster, run the interleaved phases, tear down."""
     directory = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="ringkv-bench-"))
@@ -172,8 +205,10 @@ def measure(a: argparse.Namespace) -> dict:
                         "--timeout", str(a.up_timeout), timeout=a.up_timeout + 30)
             up = True
             say(f"cluster up in {time.monotonic() - started:.1f}s ({directory})")
-            return interleaved(a, {"bare": ("raw", [bare.addr]),
-                                   "cluster": ("client", cluster_addresses(directory))})
+            assert bare.proc is not None
+            return interleaved(a, {"bare": ("raw", [bare.addr], [bare.proc.pid]),
+                                   "cluster": ("client", cluster_addresses(directory),
+                                               cluster_pids(directory))})
     finally:
         if up or (directory / "cluster.json").exists():
             try:
@@ -187,6 +222,11 @@ def measure(a: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- main
 
 
+def _cpu(phase: dict) -> float:
+    """Servers' plus load generator's CPU microseconds per operation of one phase."""
+    return round(phase.get("server_cpu_us_per_op", 0.0) + phase.get("loadgen_cpu_us_per_op", 0.0), 1)
+
+
 def summarize(a: argparse.Namespace, bare: dict, cl: dict, seconds: float) -> dict:
     def ratio(x: float, y: float) -> float:
         return round(x / y, 3) if y else 0.0
@@ -196,6 +236,7 @@ def summarize(a: argparse.Namespace, bare: dict, cl: dict, seconds: float) -> di
         "put_p50_ms": cl["put"]["p50_ms"], "put_p99_ms": cl["put"]["p99_ms"],
         "get_p50_ms": cl["get"]["p50_ms"], "get_p99_ms": cl["get"]["p99_ms"],
         "put_errors": cl["put"]["errors"], "get_errors": cl["get"]["errors"],
+        "put_cpu_us_per_op": _cpu(cl["put"]), "get_cpu_us_per_op": _cpu(cl["get"]),
         "bare_put_ops": bare["put"]["ops_per_s"], "bare_get_ops": bare["get"]["ops_per_s"],
         "bare_p99_ms": max(bare["put"]["p99_ms"], bare["get"]["p99_ms"]),
         "put_vs_bare": ratio(cl["put"]["ops_per_s"], bare["put"]["ops_per_s"]),

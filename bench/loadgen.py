@@ -76,6 +76,7 @@ class Result:
     errors: int = 0
     elapsed: float = 0.0
     cpu: float = 0.0  # CPU seconds the load generator itself used (all its processes)
+    server_cpu: float = 0.0  # CPU seconds the servers used meanwhile (set by bench/cluster.py)
     hist: Histogram = field(default_factory=Histogram)
     error_kinds: dict[str, int] = field(default_factory=dict)
 

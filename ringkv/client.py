@@ -139,32 +139,9 @@ class AsyncClient:
             await self._first_ring()
         else:
             self._maybe_refresh()
-        targets = self._targets(key)
-        retries_left, unreachable, delay, i = self.retries, 0, self.backoff, 0
-        while True:
-            node = targets[i % len(targets)]
-            i += 1
-            try:
-                return await self._rpc.call(node.host, node.port, method, body, self.timeout)
-            except RingkvError as exc:
-                if not exc.retriable:
-                    raise
-                if is_peer_unreachable(exc):
-                    self._mark_suspect(node.node_id)
-                    unreachable += 1
-                    if unreachable < len(targets):
-                        continue  # fail over to the next node at once
-                elif is_no_reply(exc):
-                    self._mark_suspect(node.node_id)  # silent: avoid it for a while
-                if retries_left <= 0:
-                    raise
-                retries_left -= 1
-                await asyncio.sleep(delay * (0.5 + self._rng.random()))
-                delay = min(delay * 2, self.max_backoff)
-
-    def _targets(self, key: bytes) -> list[NodeInfo]:
-        """Replicas of ``key`` (healthy ones first, rotated to spread load), then, when some
-        node is suspect or down, the rest of the ring clockwise (a non-replica forwards)."""
+        # The first try goes to one replica (rotated to spread load); the list of every
+        # target in failover order is built only if that try fails.
+        targets: list[NodeInfo] | None = None
         tokens = self._tokens
         i = bisect_left(tokens, token_for(key))
         if i == len(tokens):
@@ -173,10 +150,37 @@ class AsyncClient:
         if plan is None:
             plan = self._plans[i] = self._plan(tokens[i])
         self._rr += 1
-        if not (self._suspect or self._down_states):
-            j = self._rr % len(plan)
-            return plan[j:] + plan[:j]
-        return self._targets_avoiding(tokens[i], plan)
+        j = self._rr % len(plan)
+        if self._suspect or self._down_states:
+            targets = self._targets_avoiding(tokens[i], plan)
+            node = targets[0]
+        else:
+            node = plan[j]
+        retries_left, unreachable, delay, n = self.retries, 0, self.backoff, 1
+        while True:
+            try:
+                return await self._rpc.call(node.host, node.port, method, body, self.timeout)
+            except RingkvError as exc:
+                if not exc.retriable:
+                    raise
+                if targets is None:
+                    targets = plan[j:] + plan[:j]
+                if is_peer_unreachable(exc):
+                    self._mark_suspect(node.node_id)
+                    unreachable += 1
+                    if unreachable < len(targets):
+                        node = targets[n % len(targets)]
+                        n += 1
+                        continue  # fail over to the next node at once
+                elif is_no_reply(exc):
+                    self._mark_suspect(node.node_id)  # silent: avoid it for a while
+                if retries_left <= 0:
+                    raise
+                retries_left -= 1
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, self.max_backoff)
+                node = targets[n % len(targets)]
+                n += 1
 
     def _plan(self, token: int) -> list[NodeInfo]:
         assert self._ring is not None

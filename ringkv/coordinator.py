@@ -149,10 +149,11 @@ def read_targets(req: Requirement, replicas: Sequence[str], alive: Callable[[str
     """The replicas a read contacts: itself first when it is a replica, then live replicas
     in preference order until every group of ``req`` can be met (or, with ``everyone``,
     all live replicas: a full read that lets read repair see every replica)."""
-    live = [r for r in replicas if r == self_id or alive(r)]
-    if self_id in live:
-        live.remove(self_id)
-        live.insert(0, self_id)
+    if self_id in replicas:
+        live = [self_id]
+        live += [r for r in replicas if r != self_id and alive(r)]
+    else:
+        live = [r for r in replicas if alive(r)]
     if everyone:
         return live
     if len(req.groups) == 1 and req.groups[0][0] == tuple(replicas):  # hot path: one group of all
@@ -213,26 +214,41 @@ class _Quorum:
 
     def _ack(self, node: str) -> bool:
         """Record an ack; False if the node was not pending (duplicate or unknown)."""
-        if node not in self.pending:
+        pending = self.pending
+        if node not in pending:
             return False
-        self.pending.discard(node)
+        pending.discard(node)
         self.acked.append(node)
         groups = self._groups_of.get(node)
         if groups:
             self._counted += 1
+            have = self._have
             for i in groups:
-                self._have[i] += 1
+                have[i] += 1
         return True
 
+    # _satisfied and _possible run on every reply: plain loops, no generator per call.
     def _satisfied(self) -> bool:
         have = self._have
-        return all(have[i] >= needed for i, (_, needed) in enumerate(self.req.groups))
+        i = 0
+        for _, needed in self.req.groups:
+            if have[i] < needed:
+                return False
+            i += 1
+        return True
 
     def _possible(self) -> bool:
-        for i, (group, needed) in enumerate(self.req.groups):
-            pending = sum(1 for node in group if node in self.pending)
-            if self._have[i] + pending < needed:
-                return False
+        have, pending = self._have, self.pending
+        i = 0
+        for group, needed in self.req.groups:
+            count = have[i]
+            if count < needed:
+                for node in group:
+                    if node in pending:
+                        count += 1
+                if count < needed:
+                    return False
+            i += 1
         return True
 
     def _decide(self) -> Outcome | None:

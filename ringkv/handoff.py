@@ -44,6 +44,7 @@ class Handoff:
         self._queue: list[tuple[Hint, asyncio.Future]] = []
         self._flushing = False
         self._task: asyncio.Task | None = None
+        self._all_live: dict[tuple[str, ...], hints.WritePlan] = {}  # replicas -> plan, all up
 
     async def open(self) -> "Handoff":
         root = os.path.join(self.node.config.node.data_dir, "hints")
@@ -71,10 +72,19 @@ class Handoff:
 
     def plan(self, token: int, replicas: list[str]) -> hints.WritePlan:
         node = self.node
-        if all(r == node.node_id or node.alive(r) for r in replicas):
-            return hints.WritePlan(tuple(replicas))
+        alive, me = node.membership.alive, node.node_id
+        for r in replicas:
+            if r != me and not alive(r):
+                break
+        else:  # every home replica is up (the usual case): one plan per preference list
+            plan = self._all_live.get(tuple(replicas))
+            if plan is None:
+                if len(self._all_live) > 10_000:
+                    self._all_live.clear()
+                plan = self._all_live[tuple(replicas)] = hints.WritePlan(tuple(replicas))
+            return plan
         walk = node.ring.walk(token) if self.mode == "sloppy" else []
-        return hints.plan_write(replicas, walk, node.alive, self.mode, node.node_id, node._dc_of)
+        return hints.plan_write(replicas, walk, alive, self.mode, me, node._dc_of)
 
     def missed(self, target: str, skey: bytes, vs: bytes) -> None:
         """A replica (or its stand-in) failed a write: keep a local hint for it."""

@@ -18,7 +18,9 @@ Contracts:
   connection breaks with the call in flight (:func:`is_peer_unreachable` and
   :func:`is_no_reply` tell these apart from the same errors sent by the peer), ``TooLarge``
   before sending a frame over the limit. Broken connections are dropped from the pool and
-  reopened by the next call.
+  reopened by the next call. Request timeouts cost no timer each: a connection keeps its
+  requests' deadlines in send order and one timer for the earliest
+  (``_ClientProtocol.send_timed``, also used by ``ringkv.node_ops.request``).
 - ``RpcServer(eager=True)``: an ``async def`` handler's coroutine starts at once, inside
   the read callback, and is driven without a Task (measured: ~25% more requests/s for a
   handler that suspends once; replies that need no IO leave in the same batch). Inside
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict, str], Union[dict, Awaitable[dict]]]
 DEFAULT_MAX_INFLIGHT = 4096
+_NEVER = float("inf")
+_Future = asyncio.Future
+_SWEEP_EVERY = 0.25  # seconds: how long answered requests' deadline entries may linger
 
 
 def _unreachable(detail: str) -> Unavailable:
@@ -164,7 +169,9 @@ class _ServerProtocol(asyncio.Protocol):
                 self.inflight += 1
                 self._step(rid, result)
                 return
-            fut = asyncio.ensure_future(result)
+            # a plain future (e.g. a node's replica write waiting for its fsync) needs no
+            # ensure_future; anything else awaitable gets one
+            fut = result if type(result) is _Future else asyncio.ensure_future(result)
         except Exception as exc:  # noqa: BLE001 - the server must survive any handler bug
             self._reply(rid, None, exc)
             return
@@ -303,6 +310,12 @@ class _ClientProtocol(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        # Request timeouts without a timer per request: per distinct timeout, the
+        # (deadline, rid, method) of each request in send order (so deadlines ascend),
+        # and one timer for the earliest deadline still pending (see _sweep).
+        self._deadlines: dict[float, deque[tuple[float, int, str]]] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweep_at = _NEVER
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.out.transport = transport  # type: ignore[assignment]
@@ -336,17 +349,70 @@ class _ClientProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
         pending, self.pending = self.pending, {}
+        self._deadlines.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle, self._sweep_at = None, _NEVER
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(exc)
 
     def send(self, method: str, body: dict) -> tuple[int, asyncio.Future]:
+        """Queue one request; its id and the future of the reply (no timeout)."""
         rid = next(self.ids)
         frame = self.encoder.request(rid, method, body)
         fut = self.loop.create_future()
         self.pending[rid] = fut
         self.out.add(frame)
         return rid, fut
+
+    def send_timed(self, method: str, body: dict, timeout: float | None) -> tuple[int, asyncio.Future]:
+        """:meth:`send` whose future fails with ``Timeout`` (``no_reply``) once ``timeout``
+        seconds passed without a reply (None: never). No timer per request: a request
+        costs one deque entry, dropped lazily once answered."""
+        rid, fut = self.send(method, body)
+        if timeout is not None:
+            deadline = self.loop.time() + timeout
+            queue = self._deadlines.get(timeout)
+            if queue is None:
+                queue = self._deadlines[timeout] = deque()
+            queue.append((deadline, rid, method))
+            if deadline < self._sweep_at:
+                self._schedule_sweep(deadline)
+        return rid, fut
+
+    def _schedule_sweep(self, when: float) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = when
+        self._sweep_handle = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire the requests past their deadline; forget the answered ones; re-arm for
+        the earliest deadline still pending, and at least every _SWEEP_EVERY seconds
+        while requests are queued, so answered entries do not pile up."""
+        self._sweep_handle, self._sweep_at = None, _NEVER
+        now = self.loop.time()
+        pending = self.pending
+        earliest = _NEVER
+        for timeout, queue in list(self._deadlines.items()):
+            while queue:
+                deadline, rid, method = queue[0]
+                if rid in pending:
+                    if deadline > now:
+                        break
+                    fut = pending.pop(rid)
+                    if not fut.done():
+                        err = Timeout(1, 0, f"{method} to {self.peer}: no reply in {timeout:g}s")
+                        err.no_reply = True  # type: ignore[attr-defined]
+                        fut.set_exception(err)
+                queue.popleft()
+            if queue:
+                earliest = min(earliest, queue[0][0])
+            else:
+                del self._deadlines[timeout]
+        if self._deadlines:
+            self._schedule_sweep(min(earliest, now + _SWEEP_EVERY))
 
 
 def _error_from_body(body: Any) -> RingkvError:
@@ -382,15 +448,11 @@ class RpcClient:
         conn = slots[i] if slots else None
         if conn is None or conn.lost:
             conn = await self._connect(host, port, i)
-        rid, fut = conn.send(method, body)
-        handle = None if timeout is None else \
-            conn.loop.call_later(timeout, _expire, conn, rid, fut, method, timeout)
+        rid, fut = conn.send_timed(method, body, timeout)
         try:
             return await fut
         finally:
-            if handle is not None:
-                handle.cancel()
-            if fut.cancelled() or not fut.done():  # the caller was cancelled
+            if not fut.done() or fut.cancelled():  # the caller was cancelled
                 conn.pending.pop(rid, None)
 
     async def _connect(self, host: str, port: int, i: int) -> _ClientProtocol:
@@ -454,6 +516,7 @@ class RpcClient:
 
 def _expire(conn: _ClientProtocol, rid: int, fut: asyncio.Future, method: str,
             timeout: float) -> None:
+    """Fail one request with a no-reply Timeout (for callers that keep their own timer)."""
     conn.pending.pop(rid, None)
     if not fut.done():
         err = Timeout(1, 0, f"{method} to {conn.peer}: no reply in {timeout:g}s")

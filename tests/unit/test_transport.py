@@ -104,6 +104,32 @@ async def test_timeout_raises_timeout_and_connection_stays_usable(server, client
     assert (await client.call("127.0.0.1", server.port, "ping", {}))["method"] == "ping"
 
 
+async def test_short_timeout_behind_a_long_one_still_fires_on_time(server, client):
+    # one connection, requests with different timeouts: the short one must not wait for
+    # the long one's deadline (the transport keeps no timer per request)
+    slow = asyncio.ensure_future(client.call("127.0.0.1", server.port, "hang", {}, timeout=30))
+    await client.call("127.0.0.1", server.port, "ping", {})  # connected, "hang" in flight
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(Timeout):
+        await client.call("127.0.0.1", server.port, "hang", {}, timeout=0.05)
+    assert loop.time() - started < 5.0
+    assert not slow.done()
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+
+
+async def test_answered_requests_leave_no_deadline_behind(server, client):
+    for _ in range(50):
+        await client.call("127.0.0.1", server.port, "ping", {}, timeout=0.05)
+    conn = client._pool[("127.0.0.1", server.port)][0]
+    assert conn is not None
+    with pytest.raises(Timeout):  # answered entries go lazily, at the latest with this one
+        await client.call("127.0.0.1", server.port, "hang", {}, timeout=0.05)
+    assert not conn.pending and not conn._deadlines and conn._sweep_handle is None
+
+
 async def test_connection_refused_is_unavailable(client):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
