@@ -17,9 +17,11 @@ effect             the shell does                           and feeds back
 
 Protocol (every message bounded by the ``Params`` chunk sizes):
 
-1. ``merkle_open {start, end, depth}`` -> ``{sid, count, root}``: the peer builds its tree
-   of the range at the same leaf depth and keeps it under ``sid``. Equal roots and counts:
-   done, one round trip, a few dozen bytes.
+1. ``merkle_open {start, end, depth, root, count}`` -> ``{sid, count, root}``: the peer
+   checks out its tree of the range at the same leaf depth (a kept tree refreshed, or a
+   new one: ``ringkv.merkle_cache``) and lends it to the session under ``sid``. Equal
+   roots and counts: done, one round trip, a few dozen bytes (the peer, given ours, has
+   already released its tree).
 2. Descent. The compare depth ``d`` is the shallowest at which buckets hold about
    ``keys_per_leaf`` keys (from the larger of the two counts; trees fold to any depth).
    From the root, ``step`` levels at a time: ``merkle_level {sid, level, step, nodes}`` ->
@@ -32,6 +34,8 @@ Protocol (every message bounded by the ``Params`` chunk sizes):
    sets; the peer may answer a prefix, the rest is asked again) and applied locally, and
    the local version sets the peer lacks or holds differently are pushed
    (``repair_put {items}``). Both sides join, so both end with the join of the two.
+4. ``merkle_close {sid}``: the peer checks its tree back in (it also does so on its own
+   after a while without a request).
 
 Pulled sets update the local tree incrementally (``MerkleTree.replace``), so one tree
 serves sessions with every peer of the range in turn.
@@ -128,16 +132,18 @@ class Session:
 
     def _run(self) -> Generator[Effect, Any, None]:
         tree = self.tree
-        reply = yield Call("merkle_open", {"start": tree.start, "end": tree.end, "depth": tree.depth})
+        reply = yield Call("merkle_open", {"start": tree.start, "end": tree.end, "depth": tree.depth,
+                                           "root": tree.root(), "count": tree.count})
         sid, count, root = reply.get("sid"), _int(reply, "count"), _int(reply, "root")
         if root == tree.root() and count == tree.count:
-            return
+            return  # the peer saw the equality too and has already released its tree
         depth = merkle.compare_depth(max(count, tree.count), self.params.keys_per_leaf, tree.depth)
         self.stats.compare_depth = depth
         buckets = yield from self._descend(sid, depth)
         self.stats.differing_buckets = len(buckets)
         for chunk in merkle.chunks(buckets, self.params.max_buckets):
             yield from self._exchange_keys(depth, chunk)
+        yield Call("merkle_close", {"sid": sid})
 
     def _descend(self, sid: Any, depth: int) -> Generator[Effect, Any, list[int]]:
         """Differing node indices at ``depth``, ``step`` levels per round trip."""

@@ -22,7 +22,9 @@ version-set bytes, which include dots and timestamps minted by the nodes.
 
 Leaves are sparse (a dict of non-zero buckets), so an empty or small range costs nothing
 at any depth. Levels above the leaves are folded on demand and cached; ``replace`` keeps
-cached levels current.
+cached levels current. Each tree also counts its entries per leaf (``counts``), so a
+leaf can be recomputed from a rescan of its token range alone (:meth:`MerkleTree.rescan`:
+how ``ringkv.merkle_cache`` refreshes a kept tree instead of rebuilding it).
 
 Serialisation: hashes travel as packed big-endian u64 (``pack_hashes``), node indices as
 packed u32 (``pack_indices``): 8 and 4 bytes each, no per-item msgpack overhead.
@@ -39,6 +41,8 @@ MASK = (1 << 64) - 1
 TOKEN_SPACE = 1 << 64
 MAX_DEPTH = 24  # 16M buckets; indices fit in u32
 DEFAULT_DEPTH = 20  # 1M buckets: about one key per bucket for a 1M-key range
+NODE_BYTES = 100  # measured (tracemalloc, CPython 3.11): one node = dict slot + key int + hash int
+COUNT_BYTES = 33  # one per-leaf count (dict slot; the key int is shared with the leaf)
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -58,7 +62,8 @@ def width_of(start: int, end: int) -> int:
 class MerkleTree:
     """An additive Merkle tree of one token range at a fixed leaf depth."""
 
-    __slots__ = ("start", "end", "depth", "width", "count", "total", "leaves", "_levels", "_shift")
+    __slots__ = ("start", "end", "depth", "width", "count", "total", "leaves", "counts", "_levels",
+                 "_shift")
 
     def __init__(self, start: int, end: int, depth: int = DEFAULT_DEPTH) -> None:
         if not 0 <= depth <= MAX_DEPTH:
@@ -68,6 +73,7 @@ class MerkleTree:
         self.count = 0  # entries added minus entries removed
         self.total = 0  # the root hash, kept as entries come and go (no folding needed)
         self.leaves: dict[int, int] = {}
+        self.counts: dict[int, int] = {}  # entries per leaf (non-zero only); sums to ``count``
         self._levels: dict[int, dict[int, int]] = {}
         # whole ring: bucket = offset >> shift (no big-int division on the hot path)
         self._shift = 64 - depth if self.width == TOKEN_SPACE else -1
@@ -83,8 +89,11 @@ class MerkleTree:
 
     def add(self, token: int, h: int) -> None:
         """Add one entry hash (streaming build)."""
-        self._delta(self.bucket(token), h)
+        b = self.bucket(token)
+        self._delta(b, h)
         self.count += 1
+        counts = self.counts
+        counts[b] = counts.get(b, 0) + 1
 
     def add_entry(self, skey: bytes, vs: bytes) -> None:
         """Add the stored entry ``skey -> vs``."""
@@ -93,9 +102,34 @@ class MerkleTree:
     def replace(self, token: int, old: int | None, new: int | None) -> None:
         """Incremental update: an entry's hash went from ``old`` to ``new`` (None = absent)."""
         delta = (new or 0) - (old or 0)
-        self.count += (new is not None) - (old is not None)
-        if delta:
-            self._delta(self.bucket(token), delta)
+        dc = (new is not None) - (old is not None)
+        if delta or dc:
+            b = self.bucket(token)
+            if delta:
+                self._delta(b, delta)
+            if dc:
+                self.count += dc
+                self._count(b, self.counts.get(b, 0) + dc)
+
+    def rescan(self, buckets: Iterable[int], entries: Iterable[tuple[bytes, bytes]]) -> int:
+        """Recompute the leaves ``buckets`` from ``entries``: every ``(skey, vs)`` now stored
+        in those buckets' token ranges (and nothing else). Every other leaf is kept; cached
+        levels, the root and the count follow. Returns the number of entries read."""
+        hashes, counts, n = accumulate(self, entries)
+        for b in set(buckets):
+            delta = (hashes.get(b, 0) - self.leaves.get(b, 0)) & MASK
+            if delta:
+                self._delta(b, delta)
+            c = counts.get(b, 0)
+            self.count += c - self.counts.get(b, 0)
+            self._count(b, c)
+        return n
+
+    def _count(self, b: int, c: int) -> None:
+        if c:
+            self.counts[b] = c
+        else:
+            self.counts.pop(b, None)
 
     def _delta(self, b: int, delta: int) -> None:
         self.total = (self.total + delta) & MASK
@@ -131,6 +165,12 @@ class MerkleTree:
             level = src
         return level
 
+    def memory_bytes(self) -> int:
+        """An estimate of the memory the tree holds: ``NODE_BYTES`` per non-zero node
+        (leaves and cached levels) and ``COUNT_BYTES`` per leaf count."""
+        nodes = len(self.leaves) + sum(len(level) for level in self._levels.values())
+        return nodes * NODE_BYTES + len(self.counts) * COUNT_BYTES
+
     def node(self, d: int, i: int) -> int:
         return self.level(d).get(i, 0)
 
@@ -162,10 +202,28 @@ def build(start: int, end: int, entries: Iterable[tuple[bytes, bytes]],
           depth: int = DEFAULT_DEPTH) -> MerkleTree:
     """A tree of ``(skey, vs)`` entries (any order) in one streaming pass."""
     tree = MerkleTree(start, end, depth)
-    add = tree.add
-    for skey, vs in entries:
-        add(int.from_bytes(skey[:8], "big"), entry_hash(skey, vs))
+    hashes, counts, n = accumulate(tree, entries)
+    tree.leaves = {b: h for b, h in hashes.items() if h}
+    tree.counts = counts
+    tree.count = n
+    tree.total = sum(tree.leaves.values()) & MASK
     return tree
+
+
+def accumulate(tree: MerkleTree, entries: Iterable[tuple[bytes, bytes]]
+               ) -> tuple[dict[int, int], dict[int, int], int]:
+    """Per-bucket hash sums (masked) and entry counts of ``entries`` in ``tree``'s buckets."""
+    hashes: dict[int, int] = {}
+    counts: dict[int, int] = {}
+    first, shift, depth, width = tree.start + 1, tree._shift, tree.depth, tree.width
+    n = 0
+    for skey, vs in entries:
+        offset = (int.from_bytes(skey[:8], "big") - first) & MASK
+        b = offset >> shift if shift >= 0 else (offset << depth) // width
+        hashes[b] = hashes.get(b, 0) + _xxh3(len(skey).to_bytes(2, "big") + skey + vs)
+        counts[b] = counts.get(b, 0) + 1
+        n += 1
+    return {b: h & MASK for b, h in hashes.items()}, counts, n
 
 
 def diff(a: MerkleTree, b: MerkleTree, depth: int | None = None) -> list[int]:
@@ -236,6 +294,6 @@ def unpack_indices(data: bytes) -> list[int]:
     return list(struct.unpack(f">{len(data) // 4}I", data))
 
 
-__all__ = ["MASK", "MAX_DEPTH", "DEFAULT_DEPTH", "entry_hash", "width_of", "MerkleTree",
-           "fold", "build", "diff", "bucket_offsets", "bucket_ranges", "compare_depth",
+__all__ = ["MASK", "MAX_DEPTH", "DEFAULT_DEPTH", "NODE_BYTES", "COUNT_BYTES", "entry_hash", "width_of",
+           "MerkleTree", "fold", "build", "accumulate", "diff", "bucket_offsets", "bucket_ranges", "compare_depth",
            "chunks", "pack_hashes", "unpack_hashes", "pack_indices", "unpack_indices"]

@@ -45,6 +45,13 @@ class NodeCollector:
                 engine.add_metric([name], float(value))
         yield engine
         yield from _hint_metrics(status.get("hints") or {})
+        trees = GaugeMetricFamily("ringkv_repair_trees",
+                                  "Kept Merkle trees (docs/repair.md): gauges and counters",
+                                  labels=["stat"])
+        for name, value in sorted((status.get("repair_trees") or {}).items()):
+            if isinstance(value, int):
+                trees.add_metric([name], float(value))
+        yield trees
 
 
 def _hint_metrics(hints: dict) -> Iterator[Metric]:

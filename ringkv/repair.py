@@ -1,22 +1,31 @@
-"""Merkle anti-entropy, the shell: engine scans, the repair RPCs, jobs and their schedule.
+"""Merkle anti-entropy, the shell: engine scans, kept trees, the repair RPCs, jobs and their schedule.
 
-The protocol and its decisions are in :mod:`ringkv.antientropy` (pure) and the trees in
-:mod:`ringkv.merkle` (pure); this module only carries out their effects:
+The protocol and its decisions are in :mod:`ringkv.antientropy` (pure), the trees in
+:mod:`ringkv.merkle` (pure) and the rules for keeping them in :mod:`ringkv.merkle_cache`
+(pure); this module only carries out their effects:
 
+- :class:`~ringkv.repair_trees.TreeStore` (with the engine scans, in
+  ``ringkv/repair_trees.py``) lends trees to sessions: a kept tree refreshed by rescanning
+  the segments written since its last use (the node's engine is a
+  :class:`~ringkv.write_tracker.TrackedEngine`), or one built by a full scan.
 - :class:`Responder` answers a peer's session from the local engine: ``merkle_open``
-  (build and keep a tree), ``merkle_level``, ``merkle_keys``, ``repair_get``,
-  ``repair_put``, and ``merkle_root`` (the convergence check of the chaos checker).
+  (check out a tree for the session), ``merkle_level``, ``merkle_keys``, ``repair_get``,
+  ``repair_put``, ``merkle_close`` (check it back in), and ``merkle_root`` (the
+  convergence check of the chaos checker: always a fresh full scan).
 - :func:`drive` runs one :class:`~ringkv.antientropy.Session` against a ``call`` function
   (an RPC to the peer, or an in-process responder in ``bench/antientropy.py``), counting
   the msgpack bytes each way.
-- :class:`Repairer` is what the node holds: a repair *job* (every range this node
-  replicates, or one token range) run with every other live replica of each range, its
-  progress for ``repair_status``, and the background schedule (``repair.interval_s``).
+- :class:`Repairer` is what the node holds: the write tracker, the tree cache, a repair
+  *job* (every range this node replicates, or one token range) run with every other live
+  replica of each range, its progress for ``repair_status``, and the background schedule
+  (``repair.interval_s``).
 
 Engine scans and tree builds run on a worker thread, so the event loop keeps serving (they
-hold the GIL while hashing, so a large build still slows the node: docs/repair.md).
-At most one job runs per node; the responder keeps at most ``MAX_TREES`` trees, each for
-at most ``TREE_TTL_S`` seconds.
+hold the GIL while hashing, so a large build still slows the node: docs/repair.md). The
+tracker's mark is taken on the loop before a rescan's engine snapshots (see
+ringkv/write_tracker.py for why that makes a refreshed tree exact). At most one job runs
+per node; the responder lends at most ``MAX_SESSIONS`` trees at once, each until the
+initiator's ``merkle_close`` or ``TREE_TTL_S`` seconds without a request.
 """
 
 from __future__ import annotations
@@ -32,12 +41,15 @@ import msgpack
 from ringkv import antientropy as ae
 from ringkv import merkle, versions
 from ringkv.errors import InvalidRequest, RingkvError
-from ringkv.ring import scan_bounds
+from ringkv.merkle_cache import Checkout, TreeCache
+from ringkv.repair_trees import (TreeStore, apply_items, build_tree, iter_ranges, off_loop,
+                                 rescan_tree, scan_range, scan_ranges)
+from ringkv.write_tracker import TrackedEngine, WriteTracker
 
 log = logging.getLogger(__name__)
 
-MAX_TREES = 2  # trees a responder keeps for sessions in progress (a 1M-key tree is ~60 MB)
-TREE_TTL_S = 600.0  # a kept tree is dropped after this long
+MAX_SESSIONS = 2  # trees a responder lends to sessions in progress (a 1M-key tree is ~170 MB)
+TREE_TTL_S = 600.0  # a session's tree is checked back in after this long without a request
 RPC_TIMEOUT_S = 300.0  # a peer may need this long to build a tree of a large range
 REPLY_BYTES = 4 << 20  # repair_get answers a prefix of about this many bytes
 MAX_SESSION_STEPS = 1_000_000  # bound on effects per session (each is a bounded message)
@@ -48,70 +60,95 @@ SESSION_ATTEMPTS = 2  # a failed session is retried once (its tree stays valid: 
 Call = Callable[[str, dict], Awaitable[dict]]
 
 
-# -- engine side -------------------------------------------------------------------------
+# -- engine side: ringkv/repair_trees.py ------------------------------------------------
 
 
-def scan_range(engine: Any, start: int, end: int):
-    """Every ``(skey, vs)`` the engine holds in the token range ``(start, end]``."""
-    for lo, hi in scan_bounds(start, end):
-        yield from engine.scan(lo, hi)
+class _Lent:
+    """A tree lent to a peer's session; ``inflight`` requests are reading it."""
 
+    __slots__ = ("co", "used", "inflight", "ended")
 
-def build_tree(engine: Any, start: int, end: int, depth: int = merkle.DEFAULT_DEPTH) -> merkle.MerkleTree:
-    """A tree of the engine's data in ``(start, end]`` (one scan; call off the loop)."""
-    return merkle.build(start, end, scan_range(engine, start, end), depth)
-
-
-def scan_ranges(engine: Any, ranges: list[tuple[int, int]]) -> list[tuple[bytes, bytes]]:
-    return [item for s, e in ranges for item in scan_range(engine, s, e)]
-
-
-async def off_loop(fn: Callable, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-async def apply_items(engine: Any, items: list[tuple[bytes, bytes]]) -> None:
-    """Write version sets (merge = join); concurrent so group commit shares the fsyncs."""
-    await asyncio.gather(*(engine.aput(k, v) for k, v in items))
+    def __init__(self, co: Checkout, now: float) -> None:
+        self.co, self.used, self.inflight, self.ended = co, now, 0, False
 
 
 class Responder:
     """The peer side of a session, over one engine."""
 
     def __init__(self, engine_of: Callable[[], Any], monotonic: Callable[[], float] = time.monotonic,
-                 max_depth: int = merkle.MAX_DEPTH) -> None:
+                 max_depth: int = merkle.MAX_DEPTH, store: TreeStore | None = None) -> None:
         self.engine_of, self.monotonic, self.max_depth = engine_of, monotonic, max_depth
-        self._trees: dict[int, tuple[merkle.MerkleTree, float]] = {}
+        self.store = store or TreeStore(engine_of, None, monotonic)
+        self._sessions: dict[int, _Lent] = {}
         self._ids = itertools.count(1)
 
     def handlers(self) -> dict[str, Callable[[dict], Any]]:
         return {"merkle_open": self.merkle_open, "merkle_level": self.merkle_level,
                 "merkle_keys": self.merkle_keys, "merkle_root": self.merkle_root,
+                "merkle_close": self.merkle_close,
                 "repair_get": self.repair_get, "repair_put": self.repair_put}
 
     async def merkle_open(self, body: dict) -> dict:
         start, end = _token(body, "start"), _token(body, "end")
         depth = _int(body, "depth", 0, self.max_depth)
-        tree = await off_loop(build_tree, self.engine_of(), start, end, depth)
-        now = self.monotonic()
-        self._trees = {k: v for k, v in self._trees.items() if now - v[1] < TREE_TTL_S}
-        while len(self._trees) >= MAX_TREES:
-            del self._trees[min(self._trees)]
+        co = await self.store.checkout(start, end, depth)
+        tree = co.tree
+        assert tree is not None
+        if body.get("root") == tree.root() and body.get("count") == tree.count:
+            self.store.checkin(co)  # equal: the initiator asks nothing more
+            return {"sid": 0, "count": tree.count, "root": tree.root()}
+        now = self.sweep()
+        while len(self._sessions) >= MAX_SESSIONS:
+            self._end(min(self._sessions))
         sid = next(self._ids)
-        self._trees[sid] = (tree, now)
+        self._sessions[sid] = _Lent(co, now)
         return {"sid": sid, "count": tree.count, "root": tree.root()}
 
+    def sweep(self) -> float:
+        """Check in the trees of sessions idle for ``TREE_TTL_S`` (an initiator that died
+        never sends ``merkle_close``); returns the time now."""
+        now = self.monotonic()
+        for sid, lent in list(self._sessions.items()):
+            if now - lent.used >= TREE_TTL_S:
+                self._end(sid)
+        return now
+
+    def merkle_close(self, body: dict) -> dict:
+        """The initiator is done with session ``sid``: its tree goes back to the cache."""
+        sid = body.get("sid")
+        if type(sid) is int and sid in self._sessions:
+            self._end(sid)
+        return {}
+
+    def _end(self, sid: int) -> None:
+        lent = self._sessions.pop(sid)
+        lent.ended = True
+        if not lent.inflight:  # else the request still reading the tree checks it in
+            self.store.checkin(lent.co)
+
+    def close(self) -> None:
+        for sid in list(self._sessions):
+            self._end(sid)
+
     async def merkle_level(self, body: dict) -> dict:
-        entry = self._trees.get(body.get("sid"))  # type: ignore[arg-type]
-        if entry is None:
+        lent = self._sessions.get(body.get("sid"))  # type: ignore[arg-type]
+        if lent is None:
             raise InvalidRequest("unknown or expired merkle session")
-        tree = entry[0]
+        lent.used = self.monotonic()
+        tree = lent.co.tree
+        assert tree is not None
         level = _int(body, "level", 0, tree.depth)
         step = _int(body, "step", 1, min(8, tree.depth - level))
         nodes = _unpack(merkle.unpack_indices, body.get("nodes"))
         if len(nodes) << step > MAX_LEVEL_HASHES or any(n >> level for n in nodes):
             raise InvalidRequest("merkle_level: too many hashes asked or an index outside the level")
-        hashes = await off_loop(tree.children, level, nodes, step)  # may fold a large level
+        lent.inflight += 1
+        try:
+            hashes = await off_loop(tree.children, level, nodes, step)  # may fold a large level
+        finally:
+            lent.inflight -= 1
+            if lent.ended and not lent.inflight:
+                self.store.checkin(lent.co)
         return {"hashes": merkle.pack_hashes(hashes)}
 
     async def merkle_keys(self, body: dict) -> dict:
@@ -186,6 +223,7 @@ class Job:
         self.id, self.only, self.started = job_id, only, now
         self.state, self.ranges_total, self.ranges_done, self.sessions = "running", 0, 0, 0
         self.skipped_peers, self.build_seconds, self.seconds = 0, 0.0, 0.0
+        self.full_builds = self.refreshes = self.keys_rescanned = self.leaves_rescanned = 0
         self.stats = ae.Stats()
         self.errors: list[str] = []
 
@@ -198,6 +236,8 @@ class Job:
                 "keys_compared": s.keys_compared, "differing_buckets": s.differing_buckets,
                 "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "rounds": s.rounds, "build_seconds": round(self.build_seconds, 3),
+                "tree_full_builds": self.full_builds, "tree_refreshes": self.refreshes,
+                "leaves_rescanned": self.leaves_rescanned, "keys_rescanned": self.keys_rescanned,
                 "seconds": round(self.seconds if self.state != "running" else now - self.started, 3),
                 "errors": self.errors[-10:]}
 
@@ -205,17 +245,29 @@ class Job:
 class Repairer:
     """The node's anti-entropy: RPC handlers, jobs and the background schedule.
 
-    Needs from the node: ``engine``, ``ring``, ``node_id``, ``alive(id)``, ``_addr``,
-    ``rpc``, ``clock``, ``config.repair``."""
+    Needs from the node: ``engine`` (wrapped by :meth:`track` when the node opens it),
+    ``ring``, ``node_id``, ``alive(id)``, ``_addr``, ``rpc``, ``clock``, ``config.repair``."""
 
     def __init__(self, node: Any) -> None:
         self.node = node
-        self.responder = Responder(lambda: node.engine, node.clock.monotonic)
+        cfg = node.config.repair
+        self.tracker = WriteTracker()
+        self.store = TreeStore(lambda: node.engine,
+                               TreeCache(self.tracker, cfg.tree_cache_trees, cfg.tree_cache_bytes,
+                                         cfg.tree_max_age_s),
+                               node.clock.monotonic)
+        self.responder = Responder(lambda: node.engine, node.clock.monotonic, store=self.store)
         self.params = ae.Params()
         self.jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
+
+    def track(self, engine: Any) -> TrackedEngine:
+        """``engine`` with every write noted for the tree cache: the node's engine must be
+        opened through this (a write that bypasses it leaves kept trees stale until
+        ``repair.tree_max_age_s``)."""
+        return TrackedEngine(engine, self.tracker)
 
     def handlers(self) -> dict[str, Callable[[dict], Any]]:
         return {**self.responder.handlers(), "repair": self.rpc_repair,
@@ -232,6 +284,7 @@ class Repairer:
             self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+        self.responder.close()
 
     def _on_timer(self) -> None:
         if self._task is None or self._task.done():
@@ -254,7 +307,7 @@ class Repairer:
             self.jobs[max(self.jobs)] if self.jobs else None)  # type: ignore[arg-type]
         if job is None:
             raise InvalidRequest(f"no repair job {job_id}")
-        return job.view(self.node.clock.monotonic())
+        return dict(job.view(self.node.clock.monotonic()), tree_cache=self.store.view())
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -290,8 +343,25 @@ class Repairer:
     async def _repair_range(self, job: Job, task: ae.Task) -> None:
         node = self.node
         t0 = node.clock.monotonic()
-        tree = await off_loop(build_tree, node.engine, task.start, task.end, merkle.DEFAULT_DEPTH)
+        self.responder.sweep()  # a tree held by a dead peer's session would stay lent
+        co = await self.store.checkout(task.start, task.end, merkle.DEFAULT_DEPTH)
         job.build_seconds += node.clock.monotonic() - t0
+        if co.buckets is None:
+            job.full_builds += 1
+        else:
+            job.refreshes += 1
+            job.leaves_rescanned += len(co.buckets)
+            job.keys_rescanned += co.keys_rescanned
+        ok = False
+        try:
+            await self._sessions(job, task, co)
+            ok = True
+        finally:  # a session that failed midway may leave the tree half updated: drop it
+            self.store.checkin(co, ok)
+
+    async def _sessions(self, job: Job, task: ae.Task, co: Checkout) -> None:
+        node, tree = self.node, co.tree
+        assert tree is not None
         for peer in task.peers:
             if not node.alive(peer) or peer not in node._addr:
                 job.skipped_peers += 1
@@ -337,4 +407,4 @@ def _unpack(fn: Callable[[bytes], list[int]], data: object) -> list[int]:
 
 
 __all__ = ["Responder", "Repairer", "Job", "drive", "build_tree", "scan_range", "scan_ranges",
-           "apply_items"]
+           "iter_ranges", "rescan_tree", "TreeStore", "off_loop", "apply_items"]

@@ -78,7 +78,9 @@ def summary(s: dict) -> str:
             f"{s['sessions']} sessions{skipped}, keys sent {s['keys_sent']}, "
             f"received {s['keys_received']}, compared {s['keys_compared']}, "
             f"bytes sent {s['bytes_sent']}, received {s['bytes_received']}, "
-            f"{s['seconds']:.2f} s (tree builds {s['build_seconds']:.2f} s)")
+            f"{s['seconds']:.2f} s (trees {s['build_seconds']:.2f} s: "
+            f"{s.get('tree_refreshes', 0)} refreshed, {s.get('tree_full_builds', 0)} built, "
+            f"{s.get('keys_rescanned', 0)} keys rescanned)")
 
 
 __all__ = ["run_repair", "line", "summary"]

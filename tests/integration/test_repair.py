@@ -101,6 +101,45 @@ async def test_repair_heals_a_replica_that_missed_writes(trio):
         assert len({r["root"] for r in roots}) == 1 and roots[0]["count"] >= MISSED + ONLY_N3
 
 
+async def tree_stats(rpc: RpcClient, nodes: list[tc.NodeHandle]) -> list[dict]:
+    return [(await rpc.call(n.host, n.port, "status", {}, 5.0))["repair_trees"] for n in nodes]
+
+
+async def test_a_repair_after_a_small_divergence_rescans_only_the_changed_segments(trio):
+    """Kept trees (docs/repair.md): once every node holds a tree of the range, a repair
+    after a divergence of a few keys refreshes the trees instead of rebuilding them, and
+    rescans only the segments written since, while it still repairs the keys."""
+    n1, n2, n3 = trio.nodes
+    bulk = [f"bulk-{i}".encode() for i in range(3000)]
+    late = [f"late-{i}".encode() for i in range(5)]
+    async with RpcClient(connect_timeout=2.0) as rpc:
+        await put_on(rpc, [n1, n2, n3], bulk)
+        warm = await repair_via_rpc(rpc, n3)  # every node now keeps a tree of the range
+        assert warm["state"] == "done" and warm["ranges_total"] == 1
+        before = await tree_stats(rpc, trio.nodes)
+        await put_on(rpc, [n3], late)  # only n3 has them
+        status = await repair_via_rpc(rpc, n3)
+        after = await tree_stats(rpc, trio.nodes)
+        assert status["state"] == "done" and not status["errors"]
+        assert status["tree_refreshes"] == 1 and status["tree_full_builds"] == 0
+        # a written segment meets at most 2 leaves (the range need not start on a segment
+        # boundary), and holds about 3300 / 2**20 other keys: not the ~3300 keys of the range
+        assert 0 < status["leaves_rescanned"] <= 2 * len(late)
+        assert status["keys_rescanned"] <= 3 * len(late)
+        assert status["keys_sent"] == 2 * len(late) and status["keys_received"] == 0
+        for b, a in zip(before, after):
+            assert a["full_builds"] == b["full_builds"], (b, a)  # no node scanned the range
+        for b, a in zip(before[:2], after[:2]):  # n1 and n2: refreshed, nothing written since
+            assert a["refreshes"] == b["refreshes"] + 1 and a["leaves_rescanned"] == b["leaves_rescanned"]
+        for node in trio.nodes:
+            assert all(await asyncio.gather(*(holds(rpc, node, k) for k in late + bulk[:50])))
+        again = await repair_via_rpc(rpc, n3)
+        assert again["keys_sent"] == again["keys_received"] == 0 and again["rounds"] == 2
+        roots = [await rpc.call(n.host, n.port, "merkle_root", {"start": 0, "end": 0}, 10.0)
+                 for n in trio.nodes]
+        assert len({r["root"] for r in roots}) == 1
+
+
 async def test_repair_of_one_token_range(trio):
     n1 = trio.nodes[0]
     cmd = [sys.executable, "-m", "ringkv.cli", "repair", "--host", n1.address,

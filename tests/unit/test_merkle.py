@@ -63,6 +63,9 @@ class FakePeer:
             for k, v in body["items"]:
                 self.store[k] = join(self.store.get(k), v)
             return {"applied": len(body["items"])}
+        if method == "merkle_close":
+            assert self.trees.pop(body["sid"])
+            return {}
         raise AssertionError(method)
 
 

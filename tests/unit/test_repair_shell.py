@@ -62,6 +62,7 @@ def make_nodes(interval: float = 0.0):
                                clock=clock,
                                config=SimpleNamespace(repair=RepairConfig(interval_s=interval)))
         node.repairer = Repairer(node)
+        node.engine = node.repairer.track(node.engine)  # as Node.start does
         node._handlers = node.repairer.handlers()
         router.nodes[i + 1] = node
         nodes.append(node)
@@ -156,3 +157,25 @@ async def test_a_session_whose_peer_tree_expired_is_retried():
     status = await finish(a)
     assert status["state"] == "done" and status["keys_sent"] == 50 and not status["errors"]
     assert len(calls) >= 2
+
+
+async def test_a_peer_session_that_never_closes_releases_its_tree_after_the_ttl():
+    from ringkv.repair import TREE_TTL_S
+
+    a, b = make_nodes()
+    for i in range(40):
+        await b.engine.aput(storage_key(b"y%d" % i), vs_of(b"y"))
+    from ringkv import antientropy as ae
+
+    (task,) = ae.plan(b.ring.ranges(), b.ring.replicas, "b")
+    opened = {"start": task.start, "end": task.end, "depth": 20}
+    reply = await b._handlers["merkle_open"](dict(opened, root=1, count=0))  # a's range view
+    assert reply["sid"] and b.repairer.store.view()["trees"] == 1
+    b.repairer.rpc_repair({})  # b's own job finds its tree lent: a private build
+    await finish(b)
+    assert b.repairer.store.view()["busy_builds"] == 1
+    b.clock.advance(TREE_TTL_S + 1)
+    b.repairer.rpc_repair({})  # the sweep takes the tree back first
+    status = await finish(b)
+    assert status["state"] == "done" and status["tree_refreshes"] == 1  # the kept tree, back
+    assert status["tree_full_builds"] == 0 and b.repairer.store.view()["busy_builds"] == 1
