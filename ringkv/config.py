@@ -26,6 +26,7 @@ class StorageConfig:
 
     sync_mode: str = "batch"  # commit log sync: "batch" (group commit, ack after fsync), "periodic", "off"
     sync_period_ms: int = 10  # periodic mode: fsync at least this often; a crash loses at most this window
+    group_commit_window_us: int = 0  # batch mode: least time from one group commit's end to the next fsync; more writes per fsync and less CPU per write under load, but every write arriving within it waits (1000 halves a single sequential client's rate); 0 = fsync as soon as woken
     segment_bytes: int = 32 * MiB  # commit log segment size before rolling to a new file
     memtable_bytes: int = 32 * MiB  # memtable size that triggers a flush to an SSTable
     max_pending_flushes: int = 2  # immutable memtables waiting to flush before writers are slowed
@@ -50,6 +51,8 @@ class StorageConfig:
             raise ConfigError("storage.bloom_fp_rate", "must be in (0, 0.5)")
         if self.compaction_min_threshold < 2:
             raise ConfigError("storage.compaction_min_threshold", "must be >= 2")
+        if not 0 <= self.group_commit_window_us <= 1_000_000:
+            raise ConfigError("storage.group_commit_window_us", "must be in [0, 1000000]")
 
 
 @dataclass(frozen=True)
@@ -137,10 +140,18 @@ class RepairConfig:
     """Merkle-tree anti-entropy (``ringkv.antientropy``)."""
 
     interval_s: float = 3600.0  # background repair of this node's ranges every so often; 0 = off
+    tree_cache_bytes: int = 256 * MiB  # Merkle trees kept between repairs (refreshed from the writes since, not rebuilt), estimated bytes; a 1M-key range is ~170 MB; 0 = keep none (every repair scans its ranges in full)
+    tree_cache_trees: int = 256  # at most this many kept trees (one per range and depth); least recently used dropped first
+    tree_max_age_s: float = 86400.0  # a kept tree older than this is rebuilt by a full scan (catches data changed without a write: tombstones purged by compaction)
 
     def validate(self) -> None:
         if self.interval_s < 0:
             raise ConfigError("repair.interval_s", "must be >= 0")
+        if self.tree_cache_bytes < 0:
+            raise ConfigError("repair.tree_cache_bytes", "must be >= 0")
+        if self.tree_cache_trees < 0:
+            raise ConfigError("repair.tree_cache_trees", "must be >= 0")
+        _positive("repair.tree_max_age_s", self.tree_max_age_s)
 
 
 @dataclass(frozen=True)

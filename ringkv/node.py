@@ -41,8 +41,8 @@ from types import CoroutineType as _CoroutineType
 from typing import Any, Callable
 
 from ringkv import coordinator as co
+from ringkv import incarnation, peer_store, versions
 from ringkv import node_ops as ops
-from ringkv import peer_store, versions
 from ringkv.clock import Clock, SystemClock
 from ringkv.config import RingkvConfig
 from ringkv.errors import Closed, InvalidRequest, Overloaded, RingkvError, TooLarge, Unavailable
@@ -95,6 +95,7 @@ class Node:
         self._dc_of: dict[str, str] = {}
         self._reqs: dict[tuple, co.Requirement] = {}  # (level, replicas) -> requirement
         self._minting: dict[bytes, bytes] = {}
+        self._dot_floor = 0  # set by start() from data_dir/incarnation (D19)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._restored: list[Member] = []  # peer records read from data_dir/peers.json
@@ -126,12 +127,14 @@ class Node:
         await self.topology.prepare()  # may write the identity of a replacement node
         self.ident = load_or_create(cfg.node)
         self.node_id, self.dc = self.ident.node_id, self.ident.dc
+        # dots of this run start above the floor of this start's incarnation (D19)
+        self._dot_floor = incarnation.dot_floor(incarnation.begin(cfg.node.data_dir))
         self._restored = peer_store.load(cfg.node.data_dir, self.fs)  # the view before a restart
         grace = cfg.storage.gc_grace_seconds
-        self.engine = Engine.open(
+        self.engine = self.repairer.track(Engine.open(  # every write noted for the kept Merkle trees
             os.path.join(cfg.node.data_dir, "engine"), cfg.storage, merge=versions.merge_bytes,
             purgeable=lambda data, now: versions.purgeable(data, now, grace), clock=self.clock,
-            fs=self.fs, scheduler=self.scheduler)
+            fs=self.fs, scheduler=self.scheduler))
         await self.handoff.open()
         try:
             self.server = self._server_factory(self.handle, cfg.node.host, cfg.node.port,
@@ -358,8 +361,20 @@ class Node:
         replicas = self.ring.replicas(token)
         req = self._requirement(lvl, replicas)
         full = self.rng.random() < self.config.cluster.full_read_chance
-        targets = co.read_targets(req, replicas, self.alive, self.node_id, full)
-        return ops.ReadOp(self, req, token.to_bytes(8, "big") + key, replicas, targets).done
+        targets = co.read_targets(req, replicas, self.membership.alive, self.node_id, full)
+        skey = token.to_bytes(8, "big") + key
+        if len(replicas) == 1 and targets == replicas and replicas[0] == self.node_id:
+            # this node is the key's only replica: its engine's answer is the outcome (no
+            # other reply to wait for, no timer, nobody to repair); errors take the ReadOp path
+            try:
+                value = self.engine.get(skey)
+            except RingkvError:
+                pass
+            else:
+                done = asyncio.get_running_loop().create_future()
+                done.set_result(co.Success(1, value))
+                return done
+        return ops.ReadOp(self, req, skey, replicas, targets).done
 
     def _get_result(self, outcome: Any) -> dict:
         """The ``get`` reply for a read outcome; raises the failure."""
@@ -430,7 +445,7 @@ class Node:
                 self._reqs.clear()
             req = self._reqs[cache_key] = co.requirement(lvl, replicas, self._dc_of,
                                                           self.replication, self.dc)
-        unavailable = co.check_alive(req, alive or self.alive)
+        unavailable = co.check_alive(req, alive or self.membership.alive)  # type: ignore[union-attr]
         if unavailable is not None:
             self.counters["unavailable"] += 1
             raise unavailable
@@ -446,7 +461,7 @@ class Node:
         local = versions.decode(raw) if raw is not None else versions.EMPTY
         if ctx is None:
             ctx = local[0]
-        new = versions.update(local, ctx, self.node_id, value, self.clock.now())
+        new = versions.update(local, ctx, self.node_id, value, self.clock.now(), self._dot_floor)
         if len(new[1]) > self.limits.max_siblings:
             raise Overloaded(f"key has {len(new[1])} siblings, over limits.max_siblings="
                              f"{self.limits.max_siblings}; resolve them with a put carrying "
@@ -542,7 +557,8 @@ class Node:
                 "tokens": len(self.ident.tokens) if self.ident else 0,
                 "alive": [n for n in sorted(self._addr) if self.alive(n)],
                 "counters": dict(self.counters), "engine": stats,
-                "hints": self.handoff.status(), "streaming": self.topology.summary()}
+                "hints": self.handoff.status(), "streaming": self.topology.summary(),
+                "repair_trees": self.repairer.store.view()}
 
 
 def _skey(body: dict) -> bytes:

@@ -14,8 +14,8 @@ needs no decoding until the answer.
 
 :func:`request` is the hot-path RPC send: on an open pooled connection of the
 :class:`~ringkv.net.transport.RpcClient` the frame is queued directly and a plain future
-returned (no Task, no coroutine per request); otherwise, or if the transport's internals
-change, it falls back to ``RpcClient.call``.
+returned (no Task, no coroutine, and with ``send_timed`` no timer per request); otherwise,
+or if the transport's internals change, it falls back to ``RpcClient.call``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def request(rpc: RpcClient, host: str, port: int, method: str, body: dict,
     conn = slots[0] if slots else None
     if conn is None or conn.lost:
         return asyncio.ensure_future(rpc.call(host, port, method, body, timeout))
+    send_timed = getattr(conn, "send_timed", None)
+    if send_timed is not None:  # the real transport: no timer per request
+        return send_timed(method, body, timeout)[1]
     rid, fut = conn.send(method, body)
     timer = conn.loop.call_later(timeout, _EXPIRE, conn, rid, fut, method, timeout)
     fut.add_done_callback(lambda f: timer.cancel())
@@ -62,7 +65,12 @@ def request(rpc: RpcClient, host: str, port: int, method: str, body: dict,
 
 
 class WriteOp:
-    """One coordinated write of an already minted version set ``data``."""
+    """One coordinated write of an already minted version set ``data``.
+
+    REQUIRES: :meth:`run` starts in the same event-loop step as the ``Node._mint`` that
+    made ``data`` (no await in between): the local write is stored as a base that shadows
+    the key's older entries, which is right only if none arrived after the mint read them.
+    """
 
     __slots__ = ("node", "q", "skey", "data", "done", "stand_ins")
 
@@ -86,7 +94,10 @@ class WriteOp:
                     fut = node._request(stand_in, "hint_put", dict(body, target=target))
                 fut.add_done_callback(functools.partial(self.on_reply, target))
         try:
-            fut = node.engine.aput_nowait(self.skey, self.data)  # applied now, durable later
+            # applied now, durable later; a base: the coordinator minted ``data`` from its
+            # whole local set in this same loop step (Node._mint), so it shadows the older
+            # entries and later reads of the key stop here instead of merging them again
+            fut = node.engine.aput_nowait(self.skey, self.data, base=True)
             if fut is not None:
                 await fut
             self.settle(q.ack(node.node_id))

@@ -62,16 +62,18 @@ _new_set = tuple.__new__  # builds a VersionSet without NamedTuple.__new__'s Pyt
 
 
 def update(local: VersionSet, context: VersionVector, node_id: str, value: bytes | None,
-           timestamp: float) -> VersionSet:
+           timestamp: float, floor: int = 0) -> VersionSet:
     """The coordinator's new version: ``value`` written by a client who had read ``context``.
 
-    The new dot is ``(node_id, max(local.vv[node_id], context[node_id]) + 1)``; the max
-    guards against a context from before this node lost state. Local siblings the context
-    has seen are replaced; the rest stay as concurrent siblings."""
+    The new dot is ``(node_id, max(local.vv[node_id], context[node_id], floor) + 1)``; the
+    max guards against a context from before this node lost state, and ``floor`` (the
+    node's incarnation floor, ringkv/incarnation.py) against a local copy lost in a crash
+    before it was durable. Local siblings the context has seen are replaced; the rest stay
+    as concurrent siblings."""
     if timestamp != timestamp:
         raise ValueError("timestamp is NaN")
     lvv = local[0]
-    counter = max(lvv.get(node_id, 0), context.get(node_id, 0)) + 1
+    counter = max(lvv.get(node_id, 0), context.get(node_id, 0), floor) + 1
     if counter > MAX_COUNTER:
         raise InvalidRequest(f"version counter of {node_id!r} exhausted")
     kept = [s for s in local[1] if context.get(s[0], 0) < s[1]]

@@ -25,6 +25,7 @@ MAX_RECORD = 256 * 1024 * 1024  # sanity bound: a larger length field is corrupt
 KIND_PUT = 1  # body: value
 KIND_DELETE = 2  # body: f64 deletion time
 KIND_PUT_TTL = 3  # body: f64 expire-at time, then value
+KIND_PUT_BASE = 4  # body: value; merge mode: a base that shadows the key's older entries
 
 SUFFIX = ".log"
 

@@ -21,6 +21,7 @@ from ringkv.storage import commitlog_format as fmt
 log = logging.getLogger(__name__)
 
 Record = tuple[int, int, bytes, bytes]  # seq, kind, key, body
+_KINDS = (fmt.KIND_PUT, fmt.KIND_DELETE, fmt.KIND_PUT_TTL, fmt.KIND_PUT_BASE)
 
 
 def read_segment(fs: Any, path: str) -> Iterator[Record]:
@@ -59,7 +60,7 @@ def read_segment(fs: Any, path: str) -> Iterator[Record]:
             return
         seq, kind, klen = unpack_head(data, start)
         kstart = start + head_size
-        if kind not in (fmt.KIND_PUT, fmt.KIND_DELETE, fmt.KIND_PUT_TTL) or kstart + klen > start + length:
+        if kind not in _KINDS or kstart + klen > start + length:
             raise Corruption(path, pos, "malformed record payload")
         yield seq, kind, data[kstart:kstart + klen], data[kstart + klen:start + length]
         pos = start + length

@@ -8,7 +8,12 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
   finds no sync running becomes the leader: it lets writers that are still appending go
   first (GIL yields, only when others wait), then syncs everything appended so far; the
   others (followers) wait on ``_sync_cond`` and are woken together when it is done: one
-  fsync per group. Async writers hand their future to the syncer thread instead.
+  fsync per group. Async writers hand their future to the syncer thread instead; it
+  starts a group commit at most once per ``group_commit_window_us`` (counted from the end
+  of the previous one; 0, the default, = at once): each fsync covers more writes, but every
+  write arriving within the window waits for it, a sequential writer included (measured:
+  1000 us halves a single client's put rate). A write after a quiet window is synced at
+  once. Each group completes its futures with one ``call_soon_threadsafe`` per event loop.
 * ``periodic``: the syncer thread fsyncs every ``sync_period_ms``.
 * ``off``: the syncer thread (or a writer past 1 MiB pending) writes without fsync.
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
@@ -44,7 +49,8 @@ class CommitLogWriter:
 
     def __init__(self, fs: Any, directory: str, segment_id: int, start_seq: int,
                  sync_mode: str, sync_period_ms: int, segment_bytes: int,
-                 lock: threading.Lock, *, scheduler: Any = None) -> None:
+                 lock: threading.Lock, *, scheduler: Any = None,
+                 group_commit_window_us: int = 0) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -62,8 +68,11 @@ class CommitLogWriter:
         self._error: BaseException | None = None
         self._waiters: list[tuple[int, Any, Any]] = []  # (seq, loop, future) for aput
         self._waiters_lock = threading.Lock()
+        self._kick_loops: set[Any] = set()  # loops with a _kick scheduled (guarded by _waiters_lock)
         self._wake = threading.Event()
         self._stop = False
+        self._window = max(group_commit_window_us, 0) / 1e6  # batch: least gap between fsyncs
+        self._last_sync_end = 0.0  # time.monotonic() when the syncer's last group commit ended
         self.fsyncs = 0
         self.writes_synced = 0
         self._segment_id = segment_id - 1
@@ -149,15 +158,33 @@ class CommitLogWriter:
                 self._write_out(False)
 
     def add_waiter(self, seq: int, loop: Any, future: Any) -> None:
-        """Complete ``future`` on ``loop`` once ``seq`` is durable (never blocks)."""
+        """Complete ``future`` on ``loop`` once ``seq`` is durable (never blocks).
+
+        The syncer is woken once per turn of ``loop`` (a ``call_soon``), not per waiter: the
+        writes a turn makes (every command of every connection read in that turn) share one
+        fsync, as Redis's ``appendfsync always`` does once per event-loop iteration. Waking
+        it per waiter made it fsync a few writes at a time while the loop was still
+        producing more: one ~90 us kernel fsync per ~20 writes at -P 16."""
         with self._waiters_lock:
             self._waiters.append((seq, loop, future))
+            if self._scheduler is None:
+                if loop in self._kick_loops:
+                    return
+                self._kick_loops.add(loop)
         if self._scheduler is None:
-            if not self._wake.is_set():  # set, it will still be cleared before the waiters are read
-                self._wake.set()
+            try:
+                loop.call_soon(self._kick, loop)
+            except RuntimeError:  # the loop is closed: wake the syncer now
+                self._kick(loop)
         elif not self._sync_deferred:
             self._sync_deferred = True
             self._scheduler.defer("sync", self._sync_inline)
+
+    def _kick(self, loop: Any) -> None:
+        with self._waiters_lock:
+            self._kick_loops.discard(loop)
+        if not self._wake.is_set():  # set, it will still be cleared before the waiters are read
+            self._wake.set()
 
     def sync(self) -> None:
         """Write out and fsync everything appended so far (any mode)."""
@@ -256,14 +283,21 @@ class CommitLogWriter:
             self._wake.clear()
             if self._stop:
                 break
-            if self._mode == "batch" and not self._waiters:
-                continue
+            if self._mode == "batch":
+                if not self._waiters:
+                    continue
+                # let more writes join this group: start at most one group commit per
+                # window (counted from the end of the last one), so they share one fsync
+                delay = self._last_sync_end + self._window - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
             try:
                 with self._sync_mutex:
                     if self._error is None:
                         self._write_out(self._mode != "off")
             except BaseException:
                 pass  # recorded in _error; waiters get it below
+            self._last_sync_end = time.monotonic()
             with self._sync_cond:
                 self._sync_cond.notify_all()
             self._resolve_waiters(self._error)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from bisect import bisect_left
 from typing import Any, Iterator, Optional
 
 from ringkv.clock import Clock, SystemClock
@@ -37,6 +38,7 @@ from ringkv.storage.fs import OsFileSystem
 from ringkv.sim import bugs as _bugs
 
 _PUT, _DELETE, _PUT_TTL = clf.KIND_PUT, clf.KIND_DELETE, clf.KIND_PUT_TTL
+_PUT_BASE = clf.KIND_PUT_BASE
 _pack_f64 = clf.F64.pack
 
 
@@ -90,7 +92,8 @@ class Engine:
                 fs.remove(os.path.join(self._log_dir, clf.segment_name(sid)))
             self._log = CommitLogWriter(fs, self._log_dir, (rec.segments[-1] + 1) if rec.segments else 1,
                                         self._seq, cfg.sync_mode, cfg.sync_period_ms, cfg.segment_bytes,
-                                        self._lock, scheduler=scheduler)
+                                        self._lock, scheduler=scheduler,
+                                        group_commit_window_us=cfg.group_commit_window_us)
         except BaseException:
             for t in self._view[2]:
                 t.close()
@@ -272,6 +275,43 @@ class Engine:
             for t in tables:
                 t.release()
 
+    def scan_ranges(self, ranges: list[tuple[bytes, Optional[bytes]]]) -> Iterator[tuple[bytes, bytes]]:
+        """:meth:`scan` of each ``[start, end)`` of ``ranges`` in turn, all from one snapshot
+        taken at this call. The active memtable is copied once for all of them, not once per
+        range: many small scans (anti-entropy's rescans and bucket scans) would otherwise
+        each walk the whole memtable."""
+        if not ranges:
+            return iter(())
+        lo = min(start for start, _ in ranges)
+        hi = None if any(end is None for _, end in ranges) else max(end for _, end in ranges)  # type: ignore[type-var]
+        with self._lock:
+            if self._closed:
+                raise Closed("engine is closed")
+            mem, imms, tables = self._view
+            mem_items = snapshot_items(mem.data, lo, hi)
+            for t in tables:
+                t.acquire()
+        return self._scan_ranges_iter(mem_items, imms, tables, ranges)
+
+    def _scan_ranges_iter(self, mem_items: list, imms: tuple, tables: tuple,
+                          ranges: list[tuple[bytes, Optional[bytes]]]) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            keys = [k for k, _ in mem_items]
+            for start, end in ranges:
+                i = bisect_left(keys, start)
+                j = len(keys) if end is None else bisect_left(keys, end)
+                sources: list[Any] = [mem_items[i:j]]
+                sources += [im.items(start, end) for im in imms]
+                sources += [t.items(start, end) for t in tables]
+                now = self._clock.now()
+                for k, e in merge_sources(sources, self._merge):
+                    v = visible(e, now)
+                    if v is not None:
+                        yield k, v
+        finally:
+            for t in tables:
+                t.release()
+
     # -- maintenance ---------------------------------------------------------------------
     def flush(self) -> None:
         """Write every memtable to SSTables; returns when they are installed."""
@@ -348,13 +388,22 @@ class Engine:
         if fut is not None:
             await fut
 
-    def aput_nowait(self, key: bytes, value: bytes) -> Optional[asyncio.Future]:
+    def aput_nowait(self, key: bytes, value: bytes, *, base: bool = False) -> Optional[asyncio.Future]:
         """:meth:`aput` without a coroutine (the hot path): the write is applied now, from
         the event loop; returns None if it is already durable, else a future (result
-        None) that is done once it is durable per sync_mode."""
+        None) that is done once it is durable per sync_mode.
+
+        ``base`` (merge mode): ``value`` already includes every older entry of the key (the
+        caller read the key and merged into it in this same step), so it is stored as a
+        base that shadows them: reads stop at it and compaction drops what it hides,
+        instead of merging the older operands again on every read. Ignored without a merge
+        function (every put shadows then)."""
         if value.__class__ is not bytes or key.__class__ is not bytes:
             key, value = bytes(key), bytes(value)
-        seq = self._apply(key, _PUT, value, value)
+        if base and self._merge is not None:
+            seq = self._apply(key, _PUT_BASE, value, [value, None, True])
+        else:
+            seq = self._apply(key, _PUT, value, value)
         self._puts += 1
         return self._durable_future(seq)
 

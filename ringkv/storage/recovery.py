@@ -91,6 +91,8 @@ def _replay(fs: Any, log_dir: str, flushed_seq: int, merge: Optional[MergeFn]) -
                 entry: Any = body
             elif kind == clf.KIND_DELETE:
                 entry = unpack_f64(body, 0)[0]
+            elif kind == clf.KIND_PUT_BASE:
+                entry = [body, None, True] if merge is not None else body
             else:
                 entry = [body[8:], unpack_f64(body, 0)[0], False]
             mem.apply(key, entry, merge)

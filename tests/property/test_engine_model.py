@@ -1,6 +1,7 @@
 """Hypothesis state machines: the engine against a dict model, through puts, deletes,
 TTLs, flushes, compactions, restarts (close + reopen), clock jumps past gc_grace and
-scans; and a merge-mode variant (set-union merge) against a dict-of-sets model."""
+scans; and a merge-mode variant (set-union merge, with base puts that replace) against a
+dict-of-sets model."""
 
 from __future__ import annotations
 
@@ -147,6 +148,13 @@ class MergeMachine(EngineMachine):
     def add(self, key: bytes, member: bytes) -> None:
         self.engine.put(key, member)
         self.model.setdefault(key, set()).add(member)
+
+    @rule(key=KEYS, members=st.sets(st.sampled_from([b"m1", b"m2", b"m3", b"m4"]), min_size=1))
+    def put_base(self, key: bytes, members: set[bytes]) -> None:
+        """A base put (what a coordinator writes) replaces the set: older members it does
+        not hold must not come back, through flushes, compactions and restarts."""
+        assert self.engine.aput_nowait(key, b",".join(sorted(members)), base=True) is None
+        self.model[key] = set(members)
 
     @rule(key=KEYS)
     def delete(self, key: bytes) -> None:

@@ -95,3 +95,94 @@ def test_unsynced_mode_writes_on_close(tmp_path):
     w.close()
     assert w.fsyncs == 1  # close always syncs
     assert len(read_all(tmp_path)) == 100
+
+
+def _async_puts(w: CommitLogWriter, batches: list[int], start_seq: int = 1) -> list[tuple[int, int, float]]:
+    """Async batch writes: each batch added in one event-loop turn, the next batch once the
+    previous one is acknowledged. Returns (seq, synced_seq seen at completion, seconds
+    the batch took) per write."""
+    import asyncio
+    import time
+
+    async def run() -> list[tuple[int, int, float]]:
+        loop = asyncio.get_running_loop()
+        seen, s = [], start_seq
+        for n in batches:
+            t0, futs = time.monotonic(), []
+            for _ in range(n):
+                with w.lock:
+                    w.append(s, fmt.KIND_PUT, b"k", b"v")
+                fut = loop.create_future()
+                w.add_waiter(s, loop, fut)
+                futs.append((s, fut))
+                s += 1
+            for seq, fut in futs:
+                await asyncio.wait_for(fut, 10)
+                seen.append((seq, w.synced_seq, time.monotonic() - t0))
+        return seen
+
+    return asyncio.run(run())
+
+
+def _batch_writer(path, window_us: int) -> CommitLogWriter:
+    return CommitLogWriter(OsFileSystem(), str(path), 1, 0, "batch", 10, 1 << 20,
+                           threading.Lock(), group_commit_window_us=window_us)
+
+
+def test_group_commit_window_spaces_fsyncs_and_keeps_durability(tmp_path):
+    # 20 sequential writes against a 50 ms window: each group commit starts >= 50 ms after
+    # the previous one ended, and every write is acknowledged only once fsynced
+    import time
+    w = _batch_writer(tmp_path, 50_000)
+    t0 = time.monotonic()
+    seen = _async_puts(w, [1] * 20)
+    assert all(synced >= s for s, synced, _ in seen)
+    assert time.monotonic() - t0 >= 19 * 0.05
+    assert w.fsyncs == 20 and w.writes_synced == 20
+    w.close()
+    assert len(read_all(tmp_path)) == 20
+
+
+def test_group_commit_window_gathers_writes_into_one_fsync(tmp_path):
+    # writes trickling in (one per event-loop turn, ~1 ms apart) during the window share
+    # the next fsync
+    import asyncio
+    w = _batch_writer(tmp_path, 200_000)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        futs = []
+        for s in range(1, 51):
+            with w.lock:
+                w.append(s, fmt.KIND_PUT, b"k", b"v")
+            fut = loop.create_future()
+            w.add_waiter(s, loop, fut)
+            futs.append((s, fut))
+            await asyncio.sleep(0.001)
+        for s, fut in futs:
+            await asyncio.wait_for(fut, 10)
+            assert w.synced_seq >= s
+
+    asyncio.run(run())
+    assert w.writes_synced == 50 and w.fsyncs <= 3
+    w.close()
+
+
+def test_group_commit_window_does_not_delay_a_write_after_idle(tmp_path):
+    import time
+    w = _batch_writer(tmp_path, 300_000)
+    time.sleep(0.35)
+    t0 = time.monotonic()
+    _async_puts(w, [1])
+    assert time.monotonic() - t0 < 0.15
+    w.close()
+
+
+def test_group_commit_window_zero_never_waits(tmp_path):
+    import time
+    w = _batch_writer(tmp_path, 0)
+    t0 = time.monotonic()
+    seen = _async_puts(w, [1] * 20)
+    assert all(synced >= s for s, synced, _ in seen)
+    assert time.monotonic() - t0 < 0.5
+    w.close()

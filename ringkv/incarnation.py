@@ -1,0 +1,61 @@
+"""A node's incarnation: how many times it has started on this data directory.
+
+Stored in ``data_dir/incarnation`` (one decimal integer). :func:`begin` reads it, writes
+the next value durably (temp file, fsync, rename, fsync of the directory) and returns the
+one read, so each start of the node gets a number no earlier start had.
+
+Why (docs/decisions.md, D19): the coordinator mints a key's next dot from its local copy
+of the key. If a crash lost that copy before it was durable (commit log in ``periodic`` or
+``off`` mode), a restarted node would mint the same dot again for another value, and
+replicas that kept the first write would take the two for one. Dots minted in incarnation
+``i`` start above ``dot_floor(i) = i << FLOOR_SHIFT``, so they can never repeat a dot of
+an earlier incarnation (that would take 2**40 writes to one key in one incarnation).
+The first start is incarnation 0, whose floor is 0: a node that never restarts mints
+1, 2, 3, ... exactly as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ringkv.atomic_write import write_atomic
+from ringkv.errors import ConfigError
+
+FILE_NAME = "incarnation"
+FLOOR_SHIFT = 40
+MAX_INCARNATION = (1 << (63 - FLOOR_SHIFT)) - 1  # keeps every floor below versions.MAX_COUNTER
+
+
+def begin(data_dir: str | Path) -> int:
+    """This start's incarnation number; the next start will get a larger one."""
+    path = Path(data_dir) / FILE_NAME
+    current = read(path)
+    if current >= MAX_INCARNATION:
+        raise ConfigError("node.data_dir", f"{path}: incarnation {current} is the last one")
+    write_atomic(path, f"{current + 1}\n")
+    return current
+
+
+def read(path: Path) -> int:
+    """The stored number (0 if the file does not exist yet); ConfigError if damaged."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise ConfigError("node.data_dir", f"cannot read {path}: {exc}") from None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError("node.data_dir", f"{path} is damaged: {text[:40]!r}") from None
+    if value < 0:
+        raise ConfigError("node.data_dir", f"{path} is damaged: {value}")
+    return value
+
+
+def dot_floor(incarnation: int) -> int:
+    """Every dot minted in ``incarnation`` is above this."""
+    return incarnation << FLOOR_SHIFT
+
+
+__all__ = ["begin", "read", "dot_floor", "FILE_NAME", "FLOOR_SHIFT"]
