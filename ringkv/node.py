@@ -45,7 +45,8 @@ from ringkv import incarnation, peer_store, versions
 from ringkv import node_ops as ops
 from ringkv.clock import Clock, SystemClock
 from ringkv.config import RingkvConfig
-from ringkv.errors import Closed, InvalidRequest, Overloaded, RingkvError, TooLarge, Unavailable
+from ringkv.errors import (Closed, InvalidRequest, Overloaded, RingkvError, Timeout, TooLarge,
+                           Unavailable)
 from ringkv.handoff import Handoff
 from ringkv.identity import Identity, load_or_create
 from ringkv.membership import Member, Membership, Send, StateChanged
@@ -406,6 +407,9 @@ class Node:
         replicas = self.ring.replicas(token)
         if self.node_id not in replicas:
             return await self._forward(key, value, context, level, ttl, replicas, forwarded)
+        if len(replicas) == 1 and not self._view.moving:
+            return await self._put_sole_replica(lvl, replicas, token.to_bytes(8, "big") + key,
+                                                ctx, value)
         plan = self.handoff.plan(token, replicas)  # stand-ins for down replicas (sloppy)
         req = self._requirement(lvl, replicas, plan.counts)
         skey = token.to_bytes(8, "big") + key
@@ -422,6 +426,27 @@ class Node:
         self.handoff.after_write(plan, skey, data)
         if not isinstance(outcome, co.Success):
             raise self._failed(outcome)
+        return versions.encode_context(new[0])
+
+    async def _put_sole_replica(self, lvl: co.Level, replicas: list[str], skey: bytes,
+                                ctx: dict[str, int] | None, value: bytes | None) -> bytes:
+        """``put`` when this node is the key's only replica (N=1) and no range is moving:
+        mint, apply as a base, answer once durable. The general path's quorum, hint plan,
+        replica sends and their timer have nothing to do here (measured: ~1/6 of a 1-node
+        SET's CPU); the wait for durability keeps the request timeout."""
+        self._requirement(lvl, replicas)  # Unavailable for a level one replica cannot meet
+        data, new = self._mint(skey, ctx, value)
+        try:
+            durable = self.engine.aput_nowait(skey, data, base=True)  # base: see WriteOp
+        finally:
+            if self._minting.get(skey) is data:
+                del self._minting[skey]
+        if durable is not None:
+            timer = self._loop.call_later(self.timeout, _expire_local_write, durable, self.timeout)
+            try:
+                await durable
+            finally:
+                timer.cancel()
         return versions.encode_context(new[0])
 
     async def delete(self, key: object, context: object = None, level: object = None, *,
@@ -594,6 +619,12 @@ def _disk_bytes(path: str) -> int:
             except OSError:
                 pass
     return total
+
+
+def _expire_local_write(durable: asyncio.Future, timeout: float) -> None:
+    """A sole replica's write not durable within the request timeout: fail the put."""
+    if not durable.done():
+        durable.set_exception(Timeout(1, 0, f"local write not durable in {timeout:g}s"))
 
 
 def _reply_when_durable(out: asyncio.Future, durable: asyncio.Future) -> None:
