@@ -263,17 +263,24 @@ class Engine:
     def _scan_iter(self, mem_items: list, imms: tuple, tables: tuple, start: bytes,
                    end: Optional[bytes]) -> Iterator[tuple[bytes, bytes]]:
         try:
-            sources: list[Any] = [mem_items]
-            sources += [im.items(start, end) for im in imms]
-            sources += [t.items(start, end) for t in tables]
-            now = self._clock.now()
-            for k, e in merge_sources(sources, self._merge):
-                v = visible(e, now)
-                if v is not None:
-                    yield k, v
+            yield from self._visible_range(mem_items, imms, tables, start, end)
         finally:
             for t in tables:
                 t.release()
+
+    def _visible_range(self, mem_items: list, imms: tuple, tables: tuple, start: bytes,
+                       end: Optional[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """The visible (key, value) pairs of ``[start, end)``: ``mem_items`` (the active
+        memtable's, already cut to the range), the immutable memtables and the tables,
+        merged newest first. The caller holds the tables acquired."""
+        sources: list[Any] = [mem_items]
+        sources += [im.items(start, end) for im in imms]
+        sources += [t.items(start, end) for t in tables]
+        now = self._clock.now()
+        for k, e in merge_sources(sources, self._merge):
+            v = visible(e, now)
+            if v is not None:
+                yield k, v
 
     def scan_ranges(self, ranges: list[tuple[bytes, Optional[bytes]]]) -> Iterator[tuple[bytes, bytes]]:
         """:meth:`scan` of each ``[start, end)`` of ``ranges`` in turn, all from one snapshot
@@ -300,14 +307,7 @@ class Engine:
             for start, end in ranges:
                 i = bisect_left(keys, start)
                 j = len(keys) if end is None else bisect_left(keys, end)
-                sources: list[Any] = [mem_items[i:j]]
-                sources += [im.items(start, end) for im in imms]
-                sources += [t.items(start, end) for t in tables]
-                now = self._clock.now()
-                for k, e in merge_sources(sources, self._merge):
-                    v = visible(e, now)
-                    if v is not None:
-                        yield k, v
+                yield from self._visible_range(mem_items[i:j], imms, tables, start, end)
         finally:
             for t in tables:
                 t.release()
