@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: system-deps run test slow install chaos chaos-quick sim bench bench-quick clean
 
-$(STAMP): pyproject.toml
+# The modules compiled with Cython (ringkv/compiled.py, D21): editing one rebuilds them.
+COMPILED_SRC := $(shell sed -n 's/^    "\(ringkv\.[a-z_.]*\)",$$/\1/p' ringkv/compiled.py | tr . / | sed 's/$$/.py/')
+
+$(STAMP): pyproject.toml setup.py ringkv/compiled.py $(COMPILED_SRC)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -37,7 +37,6 @@ import functools
 import logging
 import os
 import random
-from types import CoroutineType as _CoroutineType
 from typing import Any, Callable
 
 from ringkv import coordinator as co
@@ -50,7 +49,7 @@ from ringkv.errors import (Closed, InvalidRequest, Overloaded, RingkvError, Time
 from ringkv.handoff import Handoff
 from ringkv.identity import Identity, load_or_create
 from ringkv.membership import Member, Membership, Send, StateChanged
-from ringkv.net.transport import RpcClient, RpcServer
+from ringkv.net.transport import COROUTINE_TYPES, RpcClient, RpcServer
 from ringkv.repair import Repairer
 from ringkv.ring import Ring, token_for
 from ringkv.streaming import RingView, owner_of
@@ -300,7 +299,7 @@ class Node:
         if fn is None:
             raise InvalidRequest(f"unknown method {method!r}")
         result = fn(body)
-        if type(result) is _CoroutineType and method not in _EAGER_METHODS:
+        if type(result) in COROUTINE_TYPES and method not in _EAGER_METHODS:
             return asyncio.ensure_future(result)
         return result
 

@@ -43,6 +43,22 @@ from types import CoroutineType
 from typing import Any, Awaitable, Callable, Union
 
 from ringkv.errors import Closed, RingkvError, Timeout, Unavailable, from_wire
+
+
+async def _probe() -> None:
+    """Never awaited: the type of its coroutine is how this build spells one."""
+
+
+def _coroutine_types() -> frozenset:
+    probe = _probe()
+    probe.close()
+    return frozenset({CoroutineType, type(probe)})
+
+
+#: The coroutine types an eager server may drive without a Task: Python's own, and the
+#: Cython coroutine type when this module is compiled (D21; Cython shares one coroutine
+#: type among all modules it compiled, so node handlers' coroutines are of it too).
+COROUTINE_TYPES = _coroutine_types()
 from ringkv.net import frames
 from ringkv.net.frames import ERROR, OK, REQUEST, FrameDecoder, FrameEncoder
 
@@ -165,7 +181,7 @@ class _ServerProtocol(asyncio.Protocol):
             if type(result) is dict:
                 self._reply(rid, result, None)
                 return
-            if self.server.eager and type(result) is CoroutineType:
+            if self.server.eager and type(result) in COROUTINE_TYPES:
                 self.inflight += 1
                 self._step(rid, result)
                 return

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import msgpack
 
 from ringkv.errors import Closed, RingkvError, Timeout, Unavailable, from_wire
+from ringkv.net.transport import COROUTINE_TYPES
 from ringkv.sim.loop import CURRENT, NOWHERE, Incarnation, SimLoop, here
 from ringkv.sim.trace import Trace
 
@@ -170,7 +171,7 @@ class SimRpcServer:
             result = self.handler(method, _unpack(payload), client.host)
             if type(result) is dict:
                 return self._reply(back, result, None)
-            if self.eager and type(result) is CoroutineType:
+            if self.eager and type(result) in COROUTINE_TYPES:
                 return self._step(back, result)
             fut = asyncio.ensure_future(result)
         except Exception as exc:  # noqa: BLE001 - becomes the error reply
