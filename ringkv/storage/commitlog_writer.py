@@ -50,7 +50,7 @@ class CommitLogWriter:
     def __init__(self, fs: Any, directory: str, segment_id: int, start_seq: int,
                  sync_mode: str, sync_period_ms: int, segment_bytes: int,
                  lock: threading.Lock, *, scheduler: Any = None,
-                 group_commit_window_us: int = 0) -> None:
+                 group_commit_window_us: int = 0, group_commit_min_writes: int = 1) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -72,6 +72,7 @@ class CommitLogWriter:
         self._wake = threading.Event()
         self._stop = False
         self._window = max(group_commit_window_us, 0) / 1e6  # batch: least gap between fsyncs
+        self._window_min = max(group_commit_min_writes, 1)  # ...when this many writes wait
         self._last_sync_end = 0.0  # time.monotonic() when the syncer's last group commit ended
         self.fsyncs = 0
         self.writes_synced = 0
@@ -284,13 +285,16 @@ class CommitLogWriter:
             if self._stop:
                 break
             if self._mode == "batch":
-                if not self._waiters:
+                waiting = len(self._waiters)
+                if not waiting:
                     continue
-                # let more writes join this group: start at most one group commit per
-                # window (counted from the end of the last one), so they share one fsync
-                delay = self._last_sync_end + self._window - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                # under load, let more writes join this group: start at most one group
+                # commit per window (counted from the end of the last one), so they share
+                # one fsync; a light load is synced at once
+                if self._window and waiting >= self._window_min:
+                    delay = self._last_sync_end + self._window - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
             try:
                 with self._sync_mutex:
                     if self._error is None:

@@ -93,7 +93,8 @@ class Engine:
             self._log = CommitLogWriter(fs, self._log_dir, (rec.segments[-1] + 1) if rec.segments else 1,
                                         self._seq, cfg.sync_mode, cfg.sync_period_ms, cfg.segment_bytes,
                                         self._lock, scheduler=scheduler,
-                                        group_commit_window_us=cfg.group_commit_window_us)
+                                        group_commit_window_us=cfg.group_commit_window_us,
+                                        group_commit_min_writes=cfg.group_commit_min_writes)
         except BaseException:
             for t in self._view[2]:
                 t.close()

@@ -124,9 +124,10 @@ def _async_puts(w: CommitLogWriter, batches: list[int], start_seq: int = 1) -> l
     return asyncio.run(run())
 
 
-def _batch_writer(path, window_us: int) -> CommitLogWriter:
+def _batch_writer(path, window_us: int, min_writes: int = 1) -> CommitLogWriter:
     return CommitLogWriter(OsFileSystem(), str(path), 1, 0, "batch", 10, 1 << 20,
-                           threading.Lock(), group_commit_window_us=window_us)
+                           threading.Lock(), group_commit_window_us=window_us,
+                           group_commit_min_writes=min_writes)
 
 
 def test_group_commit_window_spaces_fsyncs_and_keeps_durability(tmp_path):
@@ -186,3 +187,47 @@ def test_group_commit_window_zero_never_waits(tmp_path):
     assert all(synced >= s for s, synced, _ in seen)
     assert time.monotonic() - t0 < 0.5
     w.close()
+
+
+def test_group_commit_window_spares_a_sequential_writer_below_min_writes(tmp_path):
+    # the same 20 sequential writes and a 50 ms window, but only 1 write waits at a time:
+    # below group_commit_min_writes, each is synced at once (20 windows would be 1 s)
+    import time
+    w = _batch_writer(tmp_path, 50_000, min_writes=8)
+    t0 = time.monotonic()
+    seen = _async_puts(w, [1] * 20)
+    assert all(synced >= s for s, synced, _ in seen)
+    assert time.monotonic() - t0 < 0.5
+    assert w.fsyncs == 20
+    w.close()
+
+
+def test_group_commit_window_applies_to_a_burst_of_min_writes(tmp_path):
+    # one write, then at once a burst of 10 (>= min_writes 8): the burst's group commit
+    # starts a window after the first one ended, and covers all 10 with one fsync
+    import asyncio
+    import time
+    w = _batch_writer(tmp_path, 200_000, min_writes=8)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+
+        def put(s: int) -> asyncio.Future:
+            with w.lock:
+                w.append(s, fmt.KIND_PUT, b"k", b"v")
+            fut = loop.create_future()
+            w.add_waiter(s, loop, fut)
+            return fut
+
+        await asyncio.wait_for(put(1), 10)
+        t0 = time.monotonic()
+        burst = [put(s) for s in range(2, 12)]
+        await asyncio.wait_for(asyncio.gather(*burst), 10)
+        assert w.synced_seq >= 11
+        return time.monotonic() - t0
+
+    waited = asyncio.run(run())
+    assert waited >= 0.15
+    assert w.fsyncs == 2 and w.writes_synced == 11
+    w.close()
+    assert len(read_all(tmp_path)) == 11
