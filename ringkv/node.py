@@ -103,10 +103,12 @@ class Node:
         self._peers_dirty = False
         self._peers_task: asyncio.Future | None = None
         self.handoff = Handoff(self)  # sloppy quorum + hinted handoff (ringkv/handoff.py)
+        self.replica_writes = ops.ReplicaWriter(self)  # replica copies, batched per peer and turn
         self._handlers: dict[str, Callable[[dict], Any]] = {
             "hint_put": self.handoff.rpc_hint_put,
             "get": self._rpc_get, "put": self._rpc_put, "delete": self._rpc_delete,
             "replica_get": self._rpc_replica_get, "replica_put": self._rpc_replica_put,
+            ops.BATCH_METHOD: self._rpc_replica_put_batch,
             "ring": lambda body: self.ring_info(), "status": lambda body: self.status(),
             "ping": lambda body: {}, "gossip": self._rpc_gossip,
         }
@@ -340,7 +342,45 @@ class Node:
         if durable is None:
             return {}
         out = durable.get_loop().create_future()
-        durable.add_done_callback(functools.partial(_reply_when_durable, out))
+        durable.add_done_callback(functools.partial(_reply_when_durable, out, {}))
+        return out
+
+    def _rpc_replica_put_batch(self, body: dict) -> Any:
+        """Many ``replica_put`` in one request (``items``: a list of ``[skey, vs]``, see
+        node_ops.ReplicaWriter): each valid item is applied as a merge operand; the reply,
+        once every applied item is durable, is ``{}`` or ``{"failed": [[index, error]...]}``
+        listing the items refused. One durability wait covers them all: the commit log is
+        synced in order, so the last item durable means every earlier one is."""
+        items = body.get("items")
+        if type(items) is not list or not items:
+            raise InvalidRequest(f"{ops.BATCH_METHOD} needs items: a list of [skey, vs]")
+        aput_nowait, decode = self.engine.aput_nowait, versions.decode
+        failed = None
+        applied = False
+        i = -1
+        for item in items:
+            i += 1
+            try:
+                if type(item) is not list or len(item) != 2:
+                    raise InvalidRequest("each item must be [skey, vs]")
+                skey, vs = item
+                if type(skey) is not bytes or len(skey) < 9 or type(vs) is not bytes:
+                    raise InvalidRequest("item needs skey (8-byte token + key) and vs (bytes)")
+                decode(vs)  # refuse a malformed set before it reaches the engine
+                aput_nowait(skey, vs, wait=False)  # one durability wait below, not one each
+            except RingkvError as exc:
+                if failed is None:
+                    failed = []
+                failed.append([i, exc.to_wire()])
+                continue
+            applied = True
+        self.counters["replica_put"] += len(items) - (len(failed) if failed else 0)
+        reply = {"failed": failed} if failed else {}
+        durable = self.engine.durable_nowait() if applied else None
+        if durable is None:
+            return reply
+        out = durable.get_loop().create_future()
+        durable.add_done_callback(functools.partial(_reply_when_durable, out, reply))
         return out
 
     # ------------------------------------------------------------------ client operations
@@ -455,6 +495,88 @@ class Node:
 
     # The node as the RESP front end sees it (ringkv.resp_commands.KvOps).
     kv_get, kv_put, kv_delete = get, put, delete
+
+    def kv_get_now(self, key: bytes, level: object) -> list[bytes] | None:
+        """``get``'s values when this node is the key's only replica (N=1): read at once,
+        without a future or the context (a RESP GET answers only values). None when the
+        read is not that case (the caller then uses ``get``). Same checks, counters and
+        errors as ``get``."""
+        if type(key) is not bytes or not key:
+            return None
+        token = token_for(key)
+        replicas = self.ring.replicas(token)
+        if len(replicas) != 1 or replicas[0] != self.node_id:
+            return None
+        self.counters["get"] += 1
+        key = self._key(key)
+        self._check_synced()
+        lvl = co.parse_level(level, self.config.cluster.read_level)
+        req = self._requirement(lvl, replicas)
+        full = self.rng.random() < self.config.cluster.full_read_chance  # as _start_get draws
+        if co.read_targets(req, replicas, self.membership.alive, self.node_id, full) != replicas:
+            self.counters["get"] -= 1  # get() counts it
+            return None
+        try:
+            raw = self.engine.get(token.to_bytes(8, "big") + key)
+        except RingkvError:  # get() takes the ReadOp path for these
+            self.counters["get"] -= 1
+            return None
+        return versions.live_values(raw) if raw is not None else []
+
+    def kv_put_blind_many(self, items: list[tuple[bytes, bytes]],
+                          level: object) -> tuple[list[Any], asyncio.Future | None]:
+        """Context-less puts (the plain SETs of one pipelined RESP group), each applied at
+        once where this node is the key's only replica (N=1) and no range is moving, with
+        ONE durability wait for all of them instead of one future each.
+
+        Returns ``(outcomes, durable)``: per item ``True`` (applied: done once ``durable``
+        is, or now if it is None), an exception (that put failed, as ``put`` would have
+        raised it) or ``False`` (not this case: the caller uses ``put``). ``durable`` fails
+        with Timeout after the request timeout, as a single ``put`` does."""
+        try:
+            lvl = co.parse_level(level, self.config.cluster.write_level)
+        except RingkvError:
+            return [False] * len(items), None  # put() raises it for each
+        out: list[Any] = []
+        applied = False
+        me, ring_replicas, moving = self.node_id, self.ring.replicas, self._view.moving
+        for key, value in items:
+            if type(key) is not bytes or not key or type(value) is not bytes or moving:
+                out.append(False)
+                continue
+            token = token_for(key)
+            replicas = ring_replicas(token)
+            if len(replicas) != 1 or replicas[0] != me:
+                out.append(False)
+                continue
+            self.counters["put"] += 1
+            try:  # the checks of put(), then _put_sole_replica's steps
+                key = self._key(key)
+                self._check_synced()
+                value = self._value(value)
+                self._requirement(lvl, replicas)
+                skey = token.to_bytes(8, "big") + key
+                data, _ = self._mint(skey, None, value)
+                try:
+                    self.engine.aput_nowait(skey, data, base=True, wait=False)
+                finally:
+                    if self._minting.get(skey) is data:
+                        del self._minting[skey]
+            except Exception as exc:  # noqa: BLE001 - that put's error is its reply
+                out.append(exc)
+                continue
+            out.append(True)
+            applied = True
+        if not applied:
+            return out, None
+        durable = self.engine.durable_nowait()
+        if durable is None:
+            return out, None
+        # a future of our own: the engine's may be a Task (write stall), which cannot be failed
+        bounded = self._loop.create_future()
+        timer = self._loop.call_later(self.timeout, _expire_local_write, bounded, self.timeout)
+        durable.add_done_callback(functools.partial(_settle_bounded, bounded, timer))
+        return out, bounded
 
     # ------------------------------------------------------------------ coordination steps
 
@@ -620,14 +742,28 @@ def _disk_bytes(path: str) -> int:
     return total
 
 
+def _settle_bounded(out: asyncio.Future, timer: asyncio.TimerHandle,
+                    durable: asyncio.Future) -> None:
+    """``out`` (failed by ``timer`` if it fires first) gets ``durable``'s outcome."""
+    timer.cancel()
+    if out.done():
+        return
+    if durable.cancelled():
+        out.cancel()
+    elif durable.exception() is not None:
+        out.set_exception(durable.exception())  # type: ignore[arg-type]
+    else:
+        out.set_result(None)
+
+
 def _expire_local_write(durable: asyncio.Future, timeout: float) -> None:
     """A sole replica's write not durable within the request timeout: fail the put."""
     if not durable.done():
         durable.set_exception(Timeout(1, 0, f"local write not durable in {timeout:g}s"))
 
 
-def _reply_when_durable(out: asyncio.Future, durable: asyncio.Future) -> None:
-    """``replica_put``'s reply future: ``{}`` once the write is durable, else its error."""
+def _reply_when_durable(out: asyncio.Future, reply: dict, durable: asyncio.Future) -> None:
+    """``replica_put``'s reply future: ``reply`` once the write is durable, else its error."""
     if out.done():
         return
     if durable.cancelled():
@@ -635,7 +771,7 @@ def _reply_when_durable(out: asyncio.Future, durable: asyncio.Future) -> None:
     elif durable.exception() is not None:
         out.set_exception(durable.exception())
     else:
-        out.set_result({})
+        out.set_result(reply)
 
 
 def _log_repair_failure(fut: asyncio.Future) -> None:

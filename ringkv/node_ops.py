@@ -12,6 +12,14 @@ Version sets travel and are joined as encoded bytes (:func:`join_bytes`): the en
 canonical, so equal sets are equal bytes and the common case (every replica agrees)
 needs no decoding until the answer.
 
+Replica writes are batched (:class:`ReplicaWriter`): the copies a node's writes send to
+one peer within one event-loop turn travel as one ``replica_put_batch`` request (one
+frame, one reply future and timeout entry, one durability wait and one reply on the
+replica) instead of one ``replica_put`` each; a turn with a single copy for a peer sends
+a plain ``replica_put``. A peer that answers ``unknown method`` (an older version during
+a rolling upgrade) gets single ``replica_put`` requests for ``LEGACY_RETRY_S`` seconds,
+the batch's copies resent that way at once, before the batch is tried again.
+
 :func:`request` is the hot-path RPC send: on an open pooled connection of the
 :class:`~ringkv.net.transport.RpcClient` the frame is queued directly and a plain future
 returned (no Task, no coroutine, and with ``send_timed`` no timer per request); otherwise,
@@ -27,7 +35,7 @@ from typing import Any
 
 from ringkv import coordinator as co
 from ringkv import versions
-from ringkv.errors import RingkvError
+from ringkv.errors import InvalidRequest, RingkvError, Unavailable, from_wire
 from ringkv.net import transport
 from ringkv.net.transport import RpcClient
 from ringkv.sim import bugs as _bugs
@@ -36,6 +44,11 @@ log = logging.getLogger(__name__)
 
 # RpcClient internals used by request()'s fast path; absent -> RpcClient.call is used.
 _EXPIRE = getattr(transport, "_expire", None)
+
+BATCH_METHOD = "replica_put_batch"
+BATCH_MAX_ITEMS = 512  # copies per batch request; more in one turn start another batch
+_ITEM_OVERHEAD = 16  # bytes of msgpack framing per [skey, vs] item, rounded up
+LEGACY_RETRY_S = 60.0  # how long a peer that refused a batch gets single replica_puts
 
 
 def join_bytes(a: bytes | None, b: bytes | None) -> bytes | None:
@@ -84,15 +97,17 @@ class WriteOp:
         """Send to the other replicas, write locally meanwhile, return the outcome."""
         node, q = self.node, self.q
         timer = asyncio.get_running_loop().call_later(node.timeout, self.expire)
-        body = {"skey": self.skey, "vs": self.data}
-        for target in [t for t in q.contacted if t in q.pending]:  # list order: deterministic
-            if target != node.node_id:
-                stand_in = self.stand_ins.get(target) if self.stand_ins else None
-                if stand_in is None:
-                    fut = node._request(target, "replica_put", body)
-                else:  # its durable ack counts as the owner's
-                    fut = node._request(stand_in, "hint_put", dict(body, target=target))
-                fut.add_done_callback(functools.partial(self.on_reply, target))
+        me, pending, stand_ins = node.node_id, q.pending, self.stand_ins
+        for target in q.contacted:  # list order: deterministic
+            if target == me or target not in pending:
+                continue
+            stand_in = stand_ins.get(target) if stand_ins else None
+            if stand_in is None:  # batched with this turn's other copies for target
+                node.replica_writes.send(target, self.skey, self.data, self)
+            else:  # its durable ack counts as the owner's
+                fut = node._request(stand_in, "hint_put",
+                                    {"skey": self.skey, "vs": self.data, "target": target})
+                fut.add_done_callback(functools.partial(_single_done, self, target))
         try:
             # applied now, durable later; a base: the coordinator minted ``data`` from its
             # whole local set in this same loop step (Node._mint), so it shadows the older
@@ -100,11 +115,12 @@ class WriteOp:
             fut = node.engine.aput_nowait(self.skey, self.data, base=True)
             if fut is not None:
                 await fut
-            self.settle(q.ack(node.node_id))
+            self.settle(q.ack(me))
         except RingkvError as exc:
             log.error("local write failed: %s", exc)
-            self.settle(q.fail(node.node_id))
-        outcome = self.done.result() if self.done.done() else await self.done
+            self.settle(q.fail(me))
+        done = self.done
+        outcome = done.result() if done.done() else await done
         timer.cancel()
         return outcome
 
@@ -112,15 +128,144 @@ class WriteOp:
         if outcome is not None and not self.done.done():
             self.done.set_result(outcome)
 
-    def on_reply(self, target: str, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+    def on_ack(self, target: str, exc: BaseException | None) -> None:
+        """``target`` acknowledged its copy (``exc`` None) or failed to store it."""
+        if exc is None:
+            if not self.done.done():  # an ack after the outcome (the spare one) changes nothing
+                self.settle(self.q.ack(target))
+        else:
             self.node.handoff.missed(target, self.skey, self.data)  # a hint for the replica
             self.settle(self.q.fail(target))
-        else:
-            self.settle(self.q.ack(target))
 
     def expire(self) -> None:
         self.settle(self.q.timeout())
+
+
+def _single_done(op: WriteOp, target: str, fut: asyncio.Future) -> None:
+    """The reply to one ``replica_put``/``hint_put`` of ``op``'s copy for ``target``."""
+    op.on_ack(target, _CANCELLED if fut.cancelled() else fut.exception())
+
+
+_CANCELLED = Unavailable(1, 0, "replica write cancelled")
+
+
+class _Batch:
+    """The copies bound for one peer in this loop turn: (skey, vs, op) and their size."""
+
+    __slots__ = ("items", "size")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bytes, bytes, WriteOp]] = []
+        self.size = 0
+
+
+class ReplicaWriter:
+    """Sends a node's replica copies, batched per peer and loop turn (module doc).
+
+    ``send`` queues one copy; the first copy of a turn schedules :meth:`flush` with
+    ``call_soon``, so every write coordinated in this turn (every put read from every
+    connection in one read callback) shares its peer's request. Each copy's outcome goes
+    to ``op.on_ack(target, exc)``: the batch's reply acks every copy it does not list as
+    failed; an error reply or no reply fails every copy of the batch.
+    """
+
+    __slots__ = ("node", "_open", "_scheduled", "_legacy", "_max_bytes")
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._open: dict[str, _Batch] = {}
+        self._scheduled = False
+        self._legacy: dict[str, float] = {}  # peer -> loop time until which it gets singles
+        # half a frame: the batch, its framing and a reply always fit in max_frame_bytes
+        self._max_bytes = node.limits.max_frame_bytes // 2
+
+    def send(self, target: str, skey: bytes, vs: bytes, op: WriteOp) -> None:
+        """Queue ``op``'s copy ``vs`` of ``skey`` for replica ``target``."""
+        size = len(skey) + len(vs) + _ITEM_OVERHEAD
+        batch = self._open.get(target)
+        if batch is None:
+            batch = self._open[target] = _Batch()
+            if not self._scheduled:
+                self._scheduled = True
+                self.node._loop.call_soon(self.flush)
+        elif batch.size + size > self._max_bytes or len(batch.items) >= BATCH_MAX_ITEMS:
+            self._send(target, batch)  # full: send it now, start the next one
+            batch = self._open[target] = _Batch()
+        batch.items.append((skey, vs, op))
+        batch.size += size
+
+    def flush(self) -> None:
+        """Send every batch queued in this turn (scheduled by ``send``)."""
+        self._scheduled = False
+        batches, self._open = self._open, {}
+        for target, batch in batches.items():
+            self._send(target, batch)
+
+    def _send(self, target: str, batch: _Batch) -> None:
+        items = batch.items
+        if len(items) == 1 or (self._legacy and self._is_legacy(target)):
+            self._send_singles(target, items)
+            return
+        body = {"items": [[skey, vs] for skey, vs, _op in items]}
+        try:
+            fut = self.node._request(target, BATCH_METHOD, body)
+        except Exception as exc:  # noqa: BLE001 - e.g. TooLarge while encoding: nothing was sent
+            for _skey, _vs, op in items:
+                op.on_ack(target, exc)
+            return
+        fut.add_done_callback(functools.partial(self._batch_done, target, items))
+
+    def _send_singles(self, target: str, items: list[tuple[bytes, bytes, WriteOp]]) -> None:
+        request = self.node._request
+        for skey, vs, op in items:
+            try:
+                fut = request(target, "replica_put", {"skey": skey, "vs": vs})
+            except Exception as exc:  # noqa: BLE001 - a copy that cannot be sent fails
+                op.on_ack(target, exc)
+                continue
+            fut.add_done_callback(functools.partial(_single_done, op, target))
+
+    def _is_legacy(self, target: str) -> bool:
+        until = self._legacy.get(target)
+        if until is None:
+            return False
+        if self.node._loop.time() < until:
+            return True
+        del self._legacy[target]  # time to try batches again (the peer may be upgraded)
+        return False
+
+    def _batch_done(self, target: str, items: list[tuple[bytes, bytes, WriteOp]],
+                    fut: asyncio.Future) -> None:
+        exc = _CANCELLED if fut.cancelled() else fut.exception()
+        if exc is not None:
+            if type(exc) is InvalidRequest and "unknown method" in str(exc):
+                # an older peer (rolling upgrade): resend the copies one by one, and
+                # keep sending singles for a while
+                log.info("%s does not know %s; sending it single replica_put for %gs",
+                         target, BATCH_METHOD, LEGACY_RETRY_S)
+                self._legacy[target] = self.node._loop.time() + LEGACY_RETRY_S
+                self._send_singles(target, items)
+                return
+            for _skey, _vs, op in items:
+                op.on_ack(target, exc)
+            return
+        failed = fut.result().get("failed")
+        errors = _item_errors(failed, len(items)) if failed else None
+        for i, (_skey, _vs, op) in enumerate(items):
+            op.on_ack(target, errors.get(i) if errors else None)
+
+
+def _item_errors(failed: Any, count: int) -> dict[int, RingkvError]:
+    """``{index: error}`` from a batch reply's ``failed`` list of ``[index, wire error]``;
+    a malformed list fails every item (the replica's answer cannot be trusted)."""
+    errors: dict[int, RingkvError] = {}
+    try:
+        for i, wire in failed:
+            errors[int(i)] = from_wire(wire if isinstance(wire, dict) else {"message": repr(wire)})
+    except (TypeError, ValueError):
+        err = InvalidRequest(f"malformed {BATCH_METHOD} reply")
+        return dict.fromkeys(range(count), err)
+    return errors
 
 
 class ReadOp:
@@ -197,4 +342,4 @@ class ReadOp:
                 self.node._repair(target, self.skey, merged)
 
 
-__all__ = ["ReadOp", "WriteOp", "join_bytes", "request"]
+__all__ = ["BATCH_METHOD", "ReadOp", "ReplicaWriter", "WriteOp", "join_bytes", "request"]

@@ -138,6 +138,10 @@ class Commands:
         self.port = port
         self.started = time.time()
         self.table: dict[bytes, Spec] = {s.name.upper().encode(): s for s in self._specs()}
+        # the pipelined hot path (resp_server): plain GET and SET, when the node offers it
+        self.get_spec, self.set_spec = self.table[b"GET"], self.table[b"SET"]
+        self._get_now = getattr(ops, "kv_get_now", None)
+        self._put_blind_many = getattr(ops, "kv_put_blind_many", None)
 
     def lookup(self, name: bytes) -> Spec | None:
         return self.table.get(name) or self.table.get(name.upper())
@@ -282,6 +286,39 @@ class Commands:
     async def get(self, s: Session, args: Command) -> bytes:
         values, _ = await self.ops.kv_get(self._key(args[1]), s.read_level)
         return _single(values, s.nil)
+
+    def get_now(self, s: Session, args: Command) -> bytes | None:
+        """``GET key``'s reply computed at once when the node can answer without waiting
+        (``ops.kv_get_now``: it is the key's only replica), else None: run :meth:`get`."""
+        if self._get_now is None:
+            return None
+        values = self._get_now(self._key(args[1]), s.read_level)
+        return None if values is None else _single(values, s.nil)
+
+    def set_many(self, s: Session, cmds: list[Command]) -> tuple[list[Any], Any]:
+        """Plain ``SET key value`` commands (no options) of one pipelined group, applied
+        together where the node can (``ops.kv_put_blind_many``) with one durability wait.
+
+        Returns ``(outcomes, durable)``: per command ``True`` (reply OK once ``durable``
+        is done, or now if it is None), an exception (its error reply) or ``False`` (run
+        :meth:`set` for it)."""
+        if self._put_blind_many is None:
+            return [False] * len(cmds), None
+        outcomes: list[Any] = [False] * len(cmds)
+        items, where = [], []
+        for i, args in enumerate(cmds):
+            try:
+                items.append((self._key(args[1]), self._value(args[2])))
+            except RingkvError as exc:
+                outcomes[i] = exc
+                continue
+            where.append(i)
+        if not items:
+            return outcomes, None
+        done, durable = self._put_blind_many(items, s.write_level)
+        for i, outcome in zip(where, done):
+            outcomes[i] = outcome
+        return outcomes, durable
 
     async def set(self, s: Session, args: Command) -> bytes:
         key, value = self._key(args[1]), self._value(args[2])

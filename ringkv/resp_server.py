@@ -15,6 +15,10 @@ Contracts:
 - No Task per command or per connection: a command starts as soon as it is parsed and
   is driven by the callbacks of the futures it awaits (:func:`_start_eager`); commands
   that do not touch the node (PING, INFO, CLIENT ...) are answered at parse time.
+- The hot path (:meth:`_RespConnection._run_group`): a plain GET the node can answer at
+  once (``Commands.get_now``) needs no coroutine or future, and a group's plain SETs are
+  applied together with one durability wait (``Commands.set_many``); each still gets the
+  reply, error and durability of its own command.
 - Client input never stops the server or another connection: an unknown command or bad
   arguments get ``-ERR ...`` and the connection goes on; a node error gets a Redis-style
   error (``-UNAVAILABLE``, ``-TIMEOUT``, ``-TOOLARGE``, ...); bytes that are not RESP (or
@@ -47,14 +51,22 @@ log = logging.getLogger(__name__)
 _CLOSE = object()  # queue marker: close the connection once everything before it is written
 
 
+_OTHER, _GET, _SET = 0, 1, 2  # _Call.kind: plain GET / plain SET take the batched hot path
+
+
 class _Call:
     """A queued command that calls the node."""
 
-    __slots__ = ("spec", "args", "reads", "writes")
+    __slots__ = ("spec", "args", "reads", "writes", "kind")
 
-    def __init__(self, spec: Spec, args: Command) -> None:
-        self.spec, self.args = spec, args
-        self.reads, self.writes = spec.keys(args) if spec.keys else ([], [])
+    def __init__(self, spec: Spec, args: Command, kind: int = _OTHER) -> None:
+        self.spec, self.args, self.kind = spec, args, kind
+        if kind == _GET:
+            self.reads, self.writes = (args[1],), ()
+        elif kind == _SET:
+            self.reads, self.writes = (), (args[1],)
+        else:
+            self.reads, self.writes = spec.keys(args) if spec.keys else ((), ())
 
 
 class RespServer:
@@ -190,15 +202,19 @@ class _RespConnection(asyncio.Protocol):
         steps: list[Any] = []
         session, stats = self.session, self.server.stats
         stats["total_commands_processed"] += len(cmds)
+        cmds_table = self.commands
+        lookup, get_spec, set_spec = cmds_table.lookup, cmds_table.get_spec, cmds_table.set_spec
         for args in cmds:
-            spec = self.commands.lookup(args[0])
+            spec = lookup(args[0])
             if spec is None:
                 steps.append(_unknown(args))
             elif (spec.arity > 0 and len(args) != spec.arity) or len(args) < -spec.arity:
                 steps.append(resp.error(f"ERR wrong number of arguments for "
                                         f"'{spec.name}' command"))
             elif spec.is_async:
-                steps.append(_Call(spec, args))
+                kind = _GET if spec is get_spec else _SET if spec is set_spec and len(args) == 3 \
+                    else _OTHER
+                steps.append(_Call(spec, args, kind))
             else:
                 steps.append(_run_sync(spec, session, args))
             if session.closing:
@@ -223,21 +239,74 @@ class _RespConnection(asyncio.Protocol):
             self._close()
 
     def _run_group(self, slots: list[Any], close: bool) -> bool:
-        """Start every call of the group; True if some are still running."""
+        """Start every call of the group; True if some are still running.
+
+        The hot path: a plain GET the node answers at once (its only replica is here)
+        is answered now, with no coroutine or future; the group's plain SETs go to the
+        node together (:meth:`_run_sets`), one durability wait for all of them."""
         idx = [i for i, s in enumerate(slots) if type(s) is not bytes]
         if not idx:
             return False
         self._slots, self._close_after = slots, close
         self._in_flight = len(idx)
         self._starting = True
+        commands, session = self.commands, self.session
+        sets: list[int] = []
         try:
             for i in idx:
                 call = slots[i]
-                _start_eager(call.spec.handler(self.session, call.args),
-                             functools.partial(self._call_done, i), self._call_failed)
+                kind = call.kind
+                if kind == _GET:
+                    try:
+                        reply = commands.get_now(session, call.args)
+                    except Exception as exc:  # every error of a command is a reply
+                        reply = self._call_failed(exc)
+                    if reply is not None:
+                        slots[i] = reply
+                        self._in_flight -= 1
+                        continue
+                elif kind == _SET:
+                    sets.append(i)  # the group's keys do not conflict: order is free
+                    continue
+                self._start(i, call)
+            if sets:
+                self._run_sets(slots, sets)
         finally:
             self._starting = False
         return self._in_flight > 0
+
+    def _start(self, i: int, call: _Call) -> None:
+        _start_eager(call.spec.handler(self.session, call.args),
+                     functools.partial(self._call_done, i), self._call_failed)
+
+    def _run_sets(self, slots: list[Any], sets: list[int]) -> None:
+        """The group's plain SETs (slots ``sets``): applied together by the node where it
+        can, each replied OK once the shared durability future is done; the others run as
+        usual (:meth:`Commands.set_many`)."""
+        outcomes, durable = self.commands.set_many(self.session, [slots[i].args for i in sets])
+        waiting = []
+        for i, outcome in zip(sets, outcomes):
+            if outcome is True:
+                if durable is None:
+                    slots[i] = resp.OK
+                    self._in_flight -= 1
+                else:
+                    waiting.append(i)
+            elif outcome is False:
+                self._start(i, slots[i])
+            else:
+                slots[i] = self._call_failed(outcome)
+                self._in_flight -= 1
+        if waiting:
+            durable.add_done_callback(functools.partial(self._sets_durable, waiting))
+
+    def _sets_durable(self, waiting: list[int], durable: asyncio.Future) -> None:
+        if durable.cancelled():
+            exc: BaseException | None = asyncio.CancelledError()
+        else:
+            exc = durable.exception()
+        for i in waiting:
+            self._call_done(i, resp.OK if exc is None else self._call_failed(exc))
 
     def _call_failed(self, exc: BaseException) -> bytes:
         if not isinstance(exc, _EXPECTED):

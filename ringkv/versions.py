@@ -197,6 +197,33 @@ def decode(data: bytes) -> VersionSet:
     return _new_set(VersionSet, (vv, _siblings_from_flat(flat_sib, vv)))
 
 
+def live_values(data: bytes) -> list[bytes]:
+    """``values(decode(data))`` without building the set: the live values of an encoded
+    set, for readers that need no context (a RESP GET). Checks the header and the value
+    fields it returns; raises InvalidRequest like ``decode`` for what it finds malformed."""
+    try:
+        fmt, flat_vv, flat_sib = msgpack.unpackb(data)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise InvalidRequest(f"malformed version set: {exc.__class__.__name__}") from None
+    if (type(fmt) is not int or fmt != FORMAT or type(flat_vv) is not list
+            or type(flat_sib) is not list or len(flat_sib) % 4):
+        raise InvalidRequest("malformed version set: bad header")
+    if len(flat_sib) == 4:  # one sibling: the common case
+        v = flat_sib[2]
+        if v is None:
+            return []
+        if type(v) is not bytes:
+            raise InvalidRequest("malformed sibling")
+        return [v]
+    out = []
+    for v in flat_sib[2::4]:
+        if v is not None:
+            if type(v) is not bytes:
+                raise InvalidRequest("malformed sibling")
+            out.append(v)
+    return out
+
+
 def _vv_from_flat(flat: list[Any], limit: int = MAX_COUNTER) -> VersionVector:
     """Rebuild a vv from [node, counter, ...], checking types, order and ``0 < counter <= limit``."""
     if len(flat) % 2:
@@ -278,5 +305,5 @@ def _stored(data: bytes) -> VersionSet:
 
 __all__ = ["VersionVector", "Sibling", "VersionSet", "EMPTY", "FORMAT", "update", "join",
            "values", "context", "siblings", "sibling_count", "is_deleted", "latest",
-           "descends", "vv_descends", "is_stale", "encode", "decode", "encode_context",
-           "decode_context", "merge_bytes", "purgeable"]
+           "descends", "vv_descends", "is_stale", "encode", "decode", "live_values",
+           "encode_context", "decode_context", "merge_bytes", "purgeable"]

@@ -389,7 +389,8 @@ class Engine:
         if fut is not None:
             await fut
 
-    def aput_nowait(self, key: bytes, value: bytes, *, base: bool = False) -> Optional[asyncio.Future]:
+    def aput_nowait(self, key: bytes, value: bytes, *, base: bool = False,
+                    wait: bool = True) -> Optional[asyncio.Future]:
         """:meth:`aput` without a coroutine (the hot path): the write is applied now, from
         the event loop; returns None if it is already durable, else a future (result
         None) that is done once it is durable per sync_mode.
@@ -398,7 +399,10 @@ class Engine:
         caller read the key and merged into it in this same step), so it is stored as a
         base that shadows them: reads stop at it and compaction drops what it hides,
         instead of merging the older operands again on every read. Ignored without a merge
-        function (every put shadows then)."""
+        function (every put shadows then).
+
+        ``wait=False``: return None without looking at durability; the caller waits for
+        many writes at once with :meth:`durable_nowait` (one future instead of one each)."""
         if value.__class__ is not bytes or key.__class__ is not bytes:
             key, value = bytes(key), bytes(value)
         if base and self._merge is not None:
@@ -406,7 +410,13 @@ class Engine:
         else:
             seq = self._apply(key, _PUT, value, value)
         self._puts += 1
-        return self._durable_future(seq)
+        return self._durable_future(seq) if wait else None
+
+    def durable_nowait(self) -> Optional[asyncio.Future]:
+        """None if every write applied so far is durable per sync_mode, else a future done
+        once it is: the one wait for a run of ``aput_nowait(..., wait=False)`` (the commit
+        log syncs in seq order, so covering the last seq covers them all)."""
+        return self._durable_future(self._seq)
 
     def _durable_future(self, seq: int) -> Optional[asyncio.Future]:
         """None if write ``seq`` needs no waiting, else a future done once it is durable."""
