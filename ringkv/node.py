@@ -481,11 +481,7 @@ class Node:
             if self._minting.get(skey) is data:
                 del self._minting[skey]
         if durable is not None:
-            timer = self._loop.call_later(self.timeout, _expire_local_write, durable, self.timeout)
-            try:
-                await durable
-            finally:
-                timer.cancel()
+            await self._bounded(durable)
         return versions.encode_context(new[0])
 
     async def delete(self, key: object, context: object = None, level: object = None, *,
@@ -572,11 +568,16 @@ class Node:
         durable = self.engine.durable_nowait()
         if durable is None:
             return out, None
-        # a future of our own: the engine's may be a Task (write stall), which cannot be failed
+        return out, self._bounded(durable)
+
+    def _bounded(self, durable: asyncio.Future) -> asyncio.Future:
+        """A future with ``durable``'s outcome, failed with Timeout if that takes longer
+        than the request timeout. A future of our own: during a write stall the engine's
+        is a Task, which cannot be failed from outside."""
         bounded = self._loop.create_future()
         timer = self._loop.call_later(self.timeout, _expire_local_write, bounded, self.timeout)
         durable.add_done_callback(functools.partial(_settle_bounded, bounded, timer))
-        return out, bounded
+        return bounded
 
     # ------------------------------------------------------------------ coordination steps
 
