@@ -45,3 +45,33 @@ async def test_acknowledged_puts_survive_kill9_and_versions_stay_causal(one_node
         values, ctx = await client.get(b"k0")
         await client.put(b"k0", b"v3", context=ctx)  # after the restart: minted above the floor
         assert (await client.get(b"k0"))[0] == [b"v3"]
+
+
+async def test_a_write_waiting_out_a_write_stall_still_times_out(tmp_path):
+    """During a write stall the engine's durability future is a Task (Engine._durable_future),
+    which cannot be failed from outside: the request timeout must still end the wait, with
+    Timeout, instead of raising inside its timer and leaving the put waiting."""
+    from ringkv.config import ClusterConfig, NodeConfig, RingkvConfig
+    from ringkv.errors import Timeout
+    from ringkv.node import Node
+    from ringkv.testing.cluster import free_port
+
+    cfg = RingkvConfig(node=NodeConfig(node_id="n1", port=free_port(), http_port=free_port(),
+                                       resp_port=-1, data_dir=str(tmp_path / "n1")),
+                       cluster=ClusterConfig(replication={"dc1": 1},
+                                             request_timeout_ms=200)).validate()
+    node = await Node(cfg).start()
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    stalled = asyncio.ensure_future(asyncio.sleep(30))  # a durability wait that is a Task
+    try:
+        t0 = loop.time()
+        with pytest.raises(Timeout):
+            await node._bounded(stalled)
+        assert loop.time() - t0 < 5
+        assert not stalled.done()  # the engine's own wait is left to finish by itself
+        assert errors == []        # nothing raised inside the timer
+    finally:
+        stalled.cancel()
+        await node.close()
