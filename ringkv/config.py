@@ -27,7 +27,7 @@ class StorageConfig:
     sync_mode: str = "batch"  # commit log sync: "batch" (group commit, ack after fsync), "periodic", "off"
     sync_period_ms: int = 10  # periodic mode: fsync at least this often; a crash loses at most this window
     group_commit_window_us: int = 0  # batch mode, under load (see group_commit_min_writes): least time from one group commit's end to the next fsync; more writes per fsync and less CPU per write, each of them waiting up to this long; 0 = fsync as soon as woken
-    group_commit_min_writes: int = 8  # batch mode: the window above applies only when at least this many writes wait for the fsync; fewer (a lone or sequential writer) are synced at once
+    group_commit_min_writes: int = 8  # batch mode: the window above applies only when at least this many durability waits are pending when the syncer wakes (one per request; a pipelined RESP group or a replica batch waits once for all its writes); fewer (a lone or sequential writer) are synced at once
     segment_bytes: int = 32 * MiB  # commit log segment size before rolling to a new file
     memtable_bytes: int = 32 * MiB  # memtable size that triggers a flush to an SSTable
     max_pending_flushes: int = 2  # immutable memtables waiting to flush before writers are slowed
