@@ -250,16 +250,21 @@ class Engine:
         self._touched += touched
         return acc
 
-    def scan(self, start: bytes = b"", end: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
-        """Ordered (key, value) pairs over [start, end), as of this call (a snapshot)."""
+    def _snapshot(self, lo: bytes, hi: Optional[bytes]) -> tuple[list, Any, Any]:
+        """What a scan of [lo, hi) reads, taken under the lock: the memtable's items, the
+        immutable memtables and the SSTables (each acquired; the scan releases them)."""
         with self._lock:
             if self._closed:
                 raise Closed("engine is closed")
             mem, imms, tables = self._view
-            mem_items = snapshot_items(mem.data, start, end)
+            mem_items = snapshot_items(mem.data, lo, hi)
             for t in tables:
                 t.acquire()
-        return self._scan_iter(mem_items, imms, tables, start, end)
+        return mem_items, imms, tables
+
+    def scan(self, start: bytes = b"", end: Optional[bytes] = None) -> Iterator[tuple[bytes, bytes]]:
+        """Ordered (key, value) pairs over [start, end), as of this call (a snapshot)."""
+        return self._scan_iter(*self._snapshot(start, end), start, end)
 
     def _scan_iter(self, mem_items: list, imms: tuple, tables: tuple, start: bytes,
                    end: Optional[bytes]) -> Iterator[tuple[bytes, bytes]]:
@@ -292,14 +297,7 @@ class Engine:
             return iter(())
         lo = min(start for start, _ in ranges)
         hi = None if any(end is None for _, end in ranges) else max(end for _, end in ranges)  # type: ignore[type-var]
-        with self._lock:
-            if self._closed:
-                raise Closed("engine is closed")
-            mem, imms, tables = self._view
-            mem_items = snapshot_items(mem.data, lo, hi)
-            for t in tables:
-                t.acquire()
-        return self._scan_ranges_iter(mem_items, imms, tables, ranges)
+        return self._scan_ranges_iter(*self._snapshot(lo, hi), ranges)
 
     def _scan_ranges_iter(self, mem_items: list, imms: tuple, tables: tuple,
                           ranges: list[tuple[bytes, Optional[bytes]]]) -> Iterator[tuple[bytes, bytes]]:
