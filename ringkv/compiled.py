@@ -30,6 +30,7 @@ from pathlib import Path
 COMPILED: tuple[str, ...] = (
     "ringkv.client",
     "ringkv.coordinator",
+    "ringkv.deadlines",
     "ringkv.handoff",
     "ringkv.hint_store",
     "ringkv.hints",

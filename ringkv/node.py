@@ -43,6 +43,7 @@ from ringkv import coordinator as co
 from ringkv import incarnation, peer_store, versions
 from ringkv import node_ops as ops
 from ringkv.clock import Clock, SystemClock
+from ringkv.deadlines import Deadlines
 from ringkv.config import RingkvConfig
 from ringkv.errors import (Closed, InvalidRequest, Overloaded, RingkvError, Timeout, TooLarge,
                            Unavailable)
@@ -98,6 +99,7 @@ class Node:
         self._dot_floor = 0  # set by start() from data_dir/incarnation (D19)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.deadlines: Deadlines | None = None  # made in start(), on the node's loop
         self._restored: list[Member] = []  # peer records read from data_dir/peers.json
         self._peers_sig: tuple = ()  # what peers.json holds (or is being written with)
         self._peers_dirty = False
@@ -125,6 +127,7 @@ class Node:
         from ringkv.storage.engine import Engine
 
         self._loop = asyncio.get_running_loop()
+        self.deadlines = Deadlines(self._loop, self.timeout)  # every coordinated op's timeout
         cfg = self.config
         await self.topology.prepare()  # may write the identity of a replacement node
         self.ident = load_or_create(cfg.node)
@@ -167,6 +170,8 @@ class Node:
         if self._peers_task is not None and not self._peers_task.done():
             await asyncio.gather(self._peers_task, return_exceptions=True)
         await self.rpc.close()
+        if self.deadlines is not None:
+            self.deadlines.close()
         if self.engine is not None:
             engine, self.engine = self.engine, None
             await asyncio.get_running_loop().run_in_executor(None, engine.close)

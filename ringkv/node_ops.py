@@ -1,9 +1,12 @@
 """The asyncio side of one coordinated read or write: the shell around a quorum.
 
 :class:`ReadOp` and :class:`WriteOp` feed the pure state machines of
-:mod:`ringkv.coordinator` with replies, failures and one timer, and carry out what they
-decide (answer, contact a spare replica, read repair). They hold no policy of their own.
-The node they serve provides: ``node_id``, ``timeout``, ``engine``, ``alive(node_id)``,
+:mod:`ringkv.coordinator` with replies, failures and their timeout, and carry out what
+they decide (answer, contact a spare replica, read repair). They hold no policy of their
+own. The timeout is an entry in the node's :class:`~ringkv.deadlines.Deadlines` (every
+op has the same timeout, so one queue and one timer serve them all; a timer per op cost
+~3 us of a ~50 us get). The node they serve provides: ``node_id``, ``timeout``,
+``deadlines``, ``engine``, ``alive(node_id)``,
 ``_request(node_id, method, body) -> Future``, ``_repair(node_id, skey, merged)``,
 ``config.cluster.read_repair`` and ``handoff`` (:mod:`ringkv.handoff`: writes to a down
 replica go to its stand-in as ``hint_put``; a replica that fails a write gets a hint).
@@ -91,12 +94,12 @@ class WriteOp:
                  stand_ins: dict[str, str] | None = None) -> None:
         self.node, self.q, self.skey, self.data = node, q, skey, data
         self.stand_ins = stand_ins  # owner -> node storing its hint (ringkv.hints, sloppy quorum)
-        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future = node._loop.create_future()
 
     async def run(self) -> Any:
         """Send to the other replicas, write locally meanwhile, return the outcome."""
         node, q = self.node, self.q
-        timer = asyncio.get_running_loop().call_later(node.timeout, self.expire)
+        node.deadlines.add(self)  # expire() after node.timeout unless finished() by then
         me, pending, stand_ins = node.node_id, q.pending, self.stand_ins
         for target in q.contacted:  # list order: deterministic
             if target == me or target not in pending:
@@ -120,13 +123,15 @@ class WriteOp:
             log.error("local write failed: %s", exc)
             self.settle(q.fail(me))
         done = self.done
-        outcome = done.result() if done.done() else await done
-        timer.cancel()
-        return outcome
+        return done.result() if done.done() else await done
 
     def settle(self, outcome: Any) -> None:
         if outcome is not None and not self.done.done():
             self.done.set_result(outcome)
+
+    def finished(self) -> bool:
+        """The outcome is known (the node's Deadlines then never expire this op)."""
+        return self.done.done()
 
     def on_ack(self, target: str, exc: BaseException | None) -> None:
         """``target`` acknowledged its copy (``exc`` None) or failed to store it."""
@@ -269,21 +274,22 @@ def _item_errors(failed: Any, count: int) -> dict[int, RingkvError]:
 
 
 class ReadOp:
-    """One coordinated read: the quorum, its timer, replies, spares and read repair.
+    """One coordinated read: the quorum, its timeout, replies, spares and read repair.
 
     ``done`` gets the outcome as soon as the quorum is met (or cannot be); the op lives on
-    until every contacted replica answered or the timer fired, then repairs stale replicas.
+    until every contacted replica answered or the timeout passed, then repairs stale
+    replicas (``open`` is False from then on).
     """
 
-    __slots__ = ("node", "q", "skey", "replicas", "done", "timer", "body")
+    __slots__ = ("node", "q", "skey", "replicas", "done", "open", "body")
 
     def __init__(self, node: Any, req: co.Requirement, skey: bytes, replicas: list[str],
                  targets: list[str]) -> None:
-        loop = asyncio.get_running_loop()
         self.node, self.skey, self.replicas = node, skey, replicas
         self.q = co.ReadQuorum(req, targets, join_bytes, None)
-        self.done: asyncio.Future = loop.create_future()
-        self.timer: asyncio.TimerHandle | None = loop.call_later(node.timeout, self.expire)
+        self.done: asyncio.Future = node._loop.create_future()
+        self.open = True
+        node.deadlines.add(self)  # expire() after node.timeout unless finished() by then
         self.body = {"skey": skey}
         local = False
         for target in targets:
@@ -323,17 +329,20 @@ class ReadOp:
                 self.send(spare)
         self.settle(self.q.fail(target))
 
+    def finished(self) -> bool:
+        """Every contacted replica answered (or the timeout passed)."""
+        return not self.open
+
     def expire(self) -> None:
         self.settle(self.q.timeout())
         self.maybe_finish()
 
     def maybe_finish(self) -> None:
-        """Once every contacted replica answered (or the timer fired): read repair."""
+        """Once every contacted replica answered (or the timeout passed): read repair."""
         q = self.q
-        if not q.complete or self.timer is None:
+        if not q.complete or not self.open:
             return
-        self.timer.cancel()
-        self.timer = None
+        self.open = False
         if q.merged is not None and self.node.config.cluster.read_repair:
             merged = q.merged
             if _bugs.ACTIVE and "stale_read_repair" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
