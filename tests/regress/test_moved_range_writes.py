@@ -130,7 +130,8 @@ def test_hint_replayed_after_a_join_streamed_the_range_away_reaches_the_new_owne
         after = n["n1"].node.ring
         n["n6"] = n6
         moved = [k for k in keys if "n2" in before.replicas(token_for(k))
-                 and "n2" not in after.replicas(token_for(k)) and "n6" in after.replicas(token_for(k))]
+                 and "n2" not in after.replicas(token_for(k))
+                 and "n6" in after.replicas(token_for(k))]
         assert moved, "no written key moved from n2 to n6: the scenario tests nothing"
         assert any(_held(n["n6"], k) == [] for k in moved), "n6 streamed them anyway"
         net.heal()  # the stand-ins replay their hints to n2 now
