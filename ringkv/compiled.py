@@ -36,6 +36,7 @@ COMPILED: tuple[str, ...] = (
     "ringkv.hints",
     "ringkv.membership",
     "ringkv.metrics",
+    "ringkv.moved_writes",
     "ringkv.node",
     "ringkv.node_ops",
     "ringkv.resp_commands",

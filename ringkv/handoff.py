@@ -15,7 +15,9 @@ What the node gets from here (``node.handoff``):
   They are written in the background and never count toward W.
 - A background task that every ``replay_interval_s`` drops expired hints and, for each
   target that membership says is alive, sends its hints with ``replica_put`` in batches of
-  ``replay_batch``; a segment is deleted only after every hint in it was acked.
+  ``replay_batch``; a segment is deleted only after every hint in it was acked. Hints for
+  a target that was *removed* go to the keys' current replicas instead (docs/decisions.md
+  D23), this node included when it is one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from ringkv import hints, versions
 from ringkv.errors import Corruption, InvalidRequest, Overloaded, RingkvError, Unavailable
 from ringkv.hint_store import Hint, HintStore, Segment
+from ringkv.ring import token_of
 from ringkv.sim import bugs as _bugs
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,7 @@ class Handoff:
         versions.decode(vs)
         if target == self.node.node_id:  # we are the owner (ring views differ): just apply
             await self.node.engine.aput(skey, vs)
+            self.node.moved_writes.after_apply(skey, vs)  # ... unless we gave the range up
             return {}
         if not hints.keeps_hints(self.mode) or self.store is None:
             raise Unavailable(1, 0, "hinted handoff is off on this node")
@@ -167,24 +171,46 @@ class Handoff:
             return 0
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, store.expire, node.clock.now())
-        live = [t for t in store.targets()
-                if t != node.node_id and t in node._addr and node.alive(t)]
+        targets = [t for t in store.targets() if t != node.node_id]
+        live = [t for t in targets if t in node._addr and node.alive(t)]
+        # a removed target's hints go to the keys' current replicas instead (D23)
+        gone = [t for t in targets if t not in node._addr
+                and hints.redirects(node.membership.state_of(t))]
         # targets in parallel (one slow target does not hold up the others), each in order
-        return sum(await asyncio.gather(*(self._replay_target(t) for t in live)))
+        return sum(await asyncio.gather(*(self._replay_target(t) for t in live),
+                                        *(self._replay_target(t, True) for t in gone)))
 
-    async def _replay_target(self, target: str) -> int:
+    async def _replay_target(self, target: str, redirect: bool = False) -> int:
         loop = asyncio.get_running_loop()
         store = self.store
         assert store is not None
         done = 0
         for seg in await loop.run_in_executor(None, store.seal, target):
-            sent = await self._replay_segment(target, seg)
+            sent = await self._replay_segment(target, seg, redirect)
             if sent is None:
                 break
             done += sent
         return done
 
-    async def _replay_segment(self, target: str, seg: Segment) -> int | None:
+    def _send_hint(self, target: str, hint: Hint, redirect: bool) -> list[asyncio.Future]:
+        """The replica writes (futures) that deliver one hint: to its target, or, for a
+        removed target, to the current replicas of the key (this node included, locally)."""
+        node = self.node
+        body = {"skey": hint.skey, "vs": hint.vs}
+        if not redirect:
+            return [node._request(target, "replica_put", body)]
+        dests = node._view.forward_targets(token_of(hint.skey), target)
+        futs = [asyncio.ensure_future(node.engine.aput(hint.skey, hint.vs)) if d == node.node_id
+                else node._request(d, "replica_put", body) for d in dests
+                if d == node.node_id or d in node._addr]
+        if not futs:  # no ring to send it to (yet): keep the hint
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(Unavailable(1, 0, "no replica known for a redirected hint"))
+            futs.append(fut)
+        return futs
+
+    async def _replay_segment(self, target: str, seg: Segment,
+                              redirect: bool = False) -> int | None:
         """Send one segment's live hints; delete it once all were acked. None = stop."""
         loop = asyncio.get_running_loop()
         store = self.store
@@ -200,15 +226,17 @@ class Handoff:
         if _bugs.ACTIVE and "hint_replay_dropped" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
             live = []
         for start, end in hints.replay_batches(len(live), self.config.replay_batch):
-            futs = [self.node._request(target, "replica_put", {"skey": h.skey, "vs": h.vs})
-                    for h in live[start:end]]
+            futs = [f for h in live[start:end] for f in self._send_hint(target, h, redirect)]
             results = await asyncio.gather(*futs, return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 log.info("hint replay to %s paused: %s", target, errors[0])
                 return None
         await loop.run_in_executor(None, store.remove, seg, len(live), len(found) - len(live))
-        log.info("replayed %d hints to %s", len(live), target)
+        if redirect:
+            self.node.counters["hints_redirected"] += len(live)
+        log.info("%s %d hints %s %s", "redirected" if redirect else "replayed", len(live),
+                 "of removed" if redirect else "to", target)
         return len(live)
 
     # ----- introspection ----------------------------------------------------------

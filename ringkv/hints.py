@@ -12,6 +12,8 @@ Contract (no IO: no sockets, no time, no os, no asyncio, no module-level random)
 - ``strict`` mode never uses a stand-in: W must be met by live home replicas, else the
   node answers ``Unavailable`` before anything is written (the CP side). ``off`` is strict
   and keeps no hints at all (anti-entropy alone heals replicas).
+- :func:`redirects`: hints for a target that was removed from the ring are not left to
+  age out but sent to the keys' current replicas (which may include the holder).
 - :func:`expired` and :func:`over_bound` are the bounds of a hint store: a hint older than
   ``max_hint_age_s`` is dropped (repair covers it), and a target already holding
   ``max_hints_per_target`` hints takes no more.
@@ -102,6 +104,15 @@ def keeps_hints(mode: str) -> bool:
     return mode != "off"
 
 
+def redirects(target_state: str | None) -> bool:
+    """Whether hints for a target in ``target_state`` (its membership state here) go to
+    the keys' current replicas instead: only once it is *removed* (decommissioned,
+    removenode'd, replaced), since it will never take them and its ranges have new
+    owners (docs/decisions.md D23). A target we do not know (yet) keeps its hints: it
+    may be a node that joined and we have not heard of it."""
+    return target_state == "removed"
+
+
 def replay_batches(count: int, batch: int) -> list[tuple[int, int]]:
     """``[start, end)`` index slices that replay ``count`` hints ``batch`` at a time."""
     batch = max(1, batch)
@@ -109,4 +120,4 @@ def replay_batches(count: int, batch: int) -> list[tuple[int, int]]:
 
 
 __all__ = ["MODES", "WritePlan", "plan_write", "expired", "over_bound", "keeps_hints",
-           "replay_batches"]
+           "redirects", "replay_batches"]

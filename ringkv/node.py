@@ -50,6 +50,8 @@ from ringkv.errors import (Closed, InvalidRequest, Overloaded, RingkvError, Time
 from ringkv.handoff import Handoff
 from ringkv.identity import Identity, load_or_create
 from ringkv.membership import Member, Membership, Send, StateChanged
+from ringkv.moved_writes import COUNTERS as MOVED_COUNTERS
+from ringkv.moved_writes import MovedWrites
 from ringkv.net.transport import COROUTINE_TYPES, RpcClient, RpcServer
 from ringkv.repair import Repairer
 from ringkv.ring import Ring, token_for
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 EMPTY_CONTEXT = versions.encode_context({})
 _EAGER_METHODS = frozenset(("put", "delete"))  # coroutines the RPC server drives without a Task
 COUNTERS = ("get", "put", "delete", "forwarded", "replica_get", "replica_put", "read_repairs",
-            "unavailable", "timeouts", "errors", "gossip_in", "gossip_out")
+            "unavailable", "timeouts", "errors", "gossip_in", "gossip_out") + MOVED_COUNTERS
 
 
 class Node:
@@ -106,6 +108,7 @@ class Node:
         self._peers_task: asyncio.Future | None = None
         self.handoff = Handoff(self)  # sloppy quorum + hinted handoff (ringkv/handoff.py)
         self.replica_writes = ops.ReplicaWriter(self)  # replica copies, batched per peer and turn
+        self.moved_writes = MovedWrites(self)  # late writes for ranges given up: forwarded (D23)
         self._handlers: dict[str, Callable[[dict], Any]] = {
             "hint_put": self.handoff.rpc_hint_put,
             "get": self._rpc_get, "put": self._rpc_put, "delete": self._rpc_delete,
@@ -344,6 +347,8 @@ class Node:
         versions.decode(vs)  # refuse a malformed set before it reaches the engine
         self.counters["replica_put"] += 1
         durable = self.engine.aput_nowait(skey, vs)  # a plain future: no Task per write
+        if not body.get("forwarded"):  # a range this node gave up: forward too (D23)
+            self.moved_writes.after_apply(skey, vs)
         if durable is None:
             return {}
         out = durable.get_loop().create_future()
@@ -360,6 +365,7 @@ class Node:
         if type(items) is not list or not items:
             raise InvalidRequest(f"{ops.BATCH_METHOD} needs items: a list of [skey, vs]")
         aput_nowait, decode = self.engine.aput_nowait, versions.decode
+        moved = None if body.get("forwarded") else self.moved_writes.after_apply  # D23
         failed = None
         applied = False
         i = -1
@@ -373,6 +379,8 @@ class Node:
                     raise InvalidRequest("item needs skey (8-byte token + key) and vs (bytes)")
                 decode(vs)  # refuse a malformed set before it reaches the engine
                 aput_nowait(skey, vs, wait=False)  # one durability wait below, not one each
+                if moved is not None:
+                    moved(skey, vs)
             except RingkvError as exc:
                 if failed is None:
                     failed = []

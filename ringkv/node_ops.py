@@ -174,18 +174,20 @@ class ReplicaWriter:
     failed; an error reply or no reply fails every copy of the batch.
     """
 
-    __slots__ = ("node", "_open", "_scheduled", "_legacy", "_max_bytes")
+    __slots__ = ("node", "_open", "_scheduled", "_legacy", "_max_bytes", "_extra")
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, extra: dict | None = None) -> None:
         self.node = node
+        self._extra = extra  # fields added to every request body (ringkv.moved_writes)
         self._open: dict[str, _Batch] = {}
         self._scheduled = False
         self._legacy: dict[str, float] = {}  # peer -> loop time until which it gets singles
         # half a frame: the batch, its framing and a reply always fit in max_frame_bytes
         self._max_bytes = node.limits.max_frame_bytes // 2
 
-    def send(self, target: str, skey: bytes, vs: bytes, op: WriteOp) -> None:
-        """Queue ``op``'s copy ``vs`` of ``skey`` for replica ``target``."""
+    def send(self, target: str, skey: bytes, vs: bytes, op: Any) -> None:
+        """Queue ``op``'s copy ``vs`` of ``skey`` for replica ``target``; ``op`` is a
+        :class:`WriteOp` or anything else with its ``on_ack(target, exc)``."""
         size = len(skey) + len(vs) + _ITEM_OVERHEAD
         batch = self._open.get(target)
         if batch is None:
@@ -212,6 +214,8 @@ class ReplicaWriter:
             self._send_singles(target, items)
             return
         body = {"items": [[skey, vs] for skey, vs, _op in items]}
+        if self._extra:
+            body.update(self._extra)
         try:
             fut = self.node._request(target, BATCH_METHOD, body)
         except Exception as exc:  # noqa: BLE001 - e.g. TooLarge while encoding: nothing was sent
@@ -221,10 +225,11 @@ class ReplicaWriter:
         fut.add_done_callback(functools.partial(self._batch_done, target, items))
 
     def _send_singles(self, target: str, items: list[tuple[bytes, bytes, WriteOp]]) -> None:
-        request = self.node._request
+        request, extra = self.node._request, self._extra
         for skey, vs, op in items:
             try:
-                fut = request(target, "replica_put", {"skey": skey, "vs": vs})
+                body = {"skey": skey, "vs": vs, **extra} if extra else {"skey": skey, "vs": vs}
+                fut = request(target, "replica_put", body)
             except Exception as exc:  # noqa: BLE001 - a copy that cannot be sent fails
                 op.on_ack(target, exc)
                 continue

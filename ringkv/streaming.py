@@ -115,6 +115,24 @@ class RingView:
         current = self.read_ring.replicas(token)
         return [n for n in self.future_ring.replicas(token) if n not in current]
 
+    def forward_targets(self, token: int, me: str) -> list[str]:
+        """Where ``me`` forwards a replica write of ``token`` it applied: empty when ``me``
+        keeps the range (a future replica of it), the usual case.
+
+        A node that gives the range up (a read replica, not a future one: a join's giver,
+        a leaving node) forwards to the pending replicas only: the others were replicas
+        when the write was coordinated and got their own copy, while a pending one may
+        have streamed the range from ``me`` before the write landed. A node that is no
+        replica at all (the move finished, or a coordinator's view was stale) cannot tell
+        who gained the range from it: it forwards to every read and future replica."""
+        future = self.future_ring.replicas(token)
+        if me in future:
+            return []
+        current = self.read_ring.replicas(token) if self.moving else future
+        if me in current:
+            return [n for n in future if n not in current]
+        return current + [n for n in future if n not in current]
+
 
 def moving(owners: Iterable[Owner], exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(node id, state) of every owner that is joining or leaving (down ones included:

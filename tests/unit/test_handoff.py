@@ -14,6 +14,10 @@ from ringkv.config import HintsConfig, RingkvConfig
 from ringkv.errors import Overloaded, Timeout
 from ringkv.handoff import Handoff
 from ringkv.hint_store import HintStore
+from ringkv.moved_writes import MovedWrites
+from ringkv.node import COUNTERS
+from ringkv.ring import generate_tokens, storage_key
+from ringkv.streaming import Owner, RingView
 from ringkv.testing.fake_clock import FakeClock
 from ringkv.testing.fs import MemFileSystem
 
@@ -38,6 +42,15 @@ class FakeNode:
         self.down = {"n2"}
         self.fail = False
         self.sent: list[tuple[str, str, dict]] = []
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.limits = self.config.limits
+        self.states: dict[str, str] = {}  # what membership.state_of answers
+        self.membership = self  # state_of below
+        self._view = RingView([], {"dc1": 3})  # no ring: nothing is forwarded
+        self.moved_writes = MovedWrites(self)
+
+    def state_of(self, node_id: str) -> str | None:
+        return self.states.get(node_id)
 
     def alive(self, node_id: str) -> bool:
         return node_id not in self.down
@@ -133,3 +146,44 @@ async def test_off_mode_keeps_no_hints():
     h = handoff_for(node)
     h.missed("n2", skey(0), VS)  # no task is even started
     assert h.status()["pending"] == {}
+
+
+def _ring_of_three(node: FakeNode) -> None:
+    """n1 (the node), n2, n3 own the ring (RF 3: each replicates every key); n4 was removed."""
+    rng = __import__("random").Random(3)
+    node._view = RingView([Owner(n, "normal", generate_tokens(rng, 4)) for n in ("n1", "n2", "n3")],
+                          {"dc1": 3})
+    node.down = set()
+
+
+async def test_hints_of_a_removed_target_go_to_the_keys_current_replicas():
+    node = FakeNode()
+    _ring_of_three(node)
+    node.states["n4"] = "removed"  # decommissioned: out of the ring (and of _addr)
+    h = handoff_for(node)
+    key = storage_key(b"k")
+    await h.add("n4", key, VS)
+    assert await h.replay_once() == 1
+    assert sorted((n, m) for n, m, _ in node.sent) == [("n2", "replica_put"), ("n3", "replica_put")]
+    assert node.engine.puts == [(key, VS)]  # n1 is a replica itself: applied locally
+    assert h.status()["pending"] == {} and node.counters["hints_redirected"] == 1
+
+
+async def test_hints_of_an_unknown_target_are_kept():
+    node = FakeNode()
+    _ring_of_three(node)
+    h = handoff_for(node)
+    await h.add("n9", storage_key(b"k"), VS)  # maybe a node that joined, not heard of yet
+    assert await h.replay_once() == 0
+    assert node.sent == [] and h.status()["pending"] == {"n9": 1}
+
+
+async def test_a_failed_redirect_keeps_the_hints():
+    node = FakeNode()
+    _ring_of_three(node)
+    node.states["n4"] = "removed"
+    node.fail = True
+    h = handoff_for(node)
+    await h.add("n4", storage_key(b"k"), VS)
+    assert await h.replay_once() == 0
+    assert h.status()["pending"] == {"n4": 1} and node.counters["hints_redirected"] == 0

@@ -93,3 +93,9 @@ def test_bounds():
     assert hints.over_bound(5, 5) and not hints.over_bound(4, 5)
     assert hints.replay_batches(5, 2) == [(0, 2), (2, 4), (4, 5)]
     assert hints.replay_batches(0, 2) == []
+
+
+def test_only_a_removed_targets_hints_are_redirected():
+    assert hints.redirects("removed")
+    for state in ("normal", "joining", "leaving", "down", None):  # None: not known (yet)
+        assert not hints.redirects(state)

@@ -102,6 +102,66 @@ def test_older_node_never_replaces_a_newer_one():
     assert "n1" not in view.replaced and "n1" in view.read_ring
 
 
+# -- forwarding writes that land after a range moved (D23) ---------------------------------
+
+
+def test_forward_targets_empty_for_every_replica_of_a_stable_ring():
+    view = st.RingView(owners(4), RF)
+    for k in keys(300):
+        t = token_for(k)
+        for n in view.read_ring.replicas(t):
+            assert view.forward_targets(t, n) == []
+
+
+def test_a_node_that_holds_no_replica_forwards_to_every_replica():
+    view = st.RingView(owners(4), RF)  # e.g. the old owner after a join finished
+    hits = 0
+    for k in keys(300):
+        t = token_for(k)
+        for n in ("n1", "n2", "n3", "n4", "gone"):
+            if n not in view.read_ring.replicas(t):
+                assert view.forward_targets(t, n) == view.read_ring.replicas(t)
+                hits += 1
+    assert hits > 300
+
+
+def test_a_joins_giver_forwards_to_the_pending_node_only():
+    view = st.RingView(owners(3) + [newcomer()], RF)
+    gave = 0
+    for k in keys():
+        t = token_for(k)
+        read, future = view.read_ring.replicas(t), view.future_ring.replicas(t)
+        for n in read:
+            expect = view.pending(t) if n not in future else []
+            assert view.forward_targets(t, n) == expect
+            gave += bool(expect)
+        if "n9" in future:  # the joining node keeps what it gets for its new ranges
+            assert view.forward_targets(t, "n9") == []
+    assert gave > 0
+
+
+def test_a_leaving_node_forwards_to_its_ranges_new_owners():
+    base = owners(4)
+    leaving = [o if o.node_id != "n2" else st.Owner("n2", "leaving", o.tokens, generation=10)
+               for o in base]
+    view = st.RingView(leaving, RF)
+    hits = 0
+    for k in keys(500):
+        t = token_for(k)
+        got = view.forward_targets(t, "n2")
+        if "n2" in view.read_ring.replicas(t):
+            assert got == view.pending(t) and len(got) == 1 and got[0] != "n2"
+            hits += 1
+        else:  # not a replica of either ring: everyone of both (without duplicates)
+            both = view.read_ring.replicas(t) + view.future_ring.replicas(t)
+            assert got == list(dict.fromkeys(both))
+    assert hits > 0
+
+
+def test_forward_targets_of_an_empty_view_is_empty():
+    assert st.RingView([], RF).forward_targets(123, "n1") == []
+
+
 # -- write requirement with pending replicas -------------------------------------------------
 
 
