@@ -43,8 +43,8 @@ from ringkv import coordinator as co
 from ringkv import incarnation, peer_store, versions
 from ringkv import node_ops as ops
 from ringkv.clock import Clock, SystemClock
-from ringkv.deadlines import Deadlines
 from ringkv.config import RingkvConfig
+from ringkv.deadlines import Deadlines
 from ringkv.errors import (Closed, InvalidRequest, Overloaded, RingkvError, Timeout, TooLarge,
                            Unavailable)
 from ringkv.handoff import Handoff
