@@ -88,18 +88,19 @@ class WriteOp:
     the key's older entries, which is right only if none arrived after the mint read them.
     """
 
-    __slots__ = ("node", "q", "skey", "data", "done", "stand_ins")
+    __slots__ = ("node", "q", "skey", "data", "done", "stand_ins", "deadline")
 
     def __init__(self, node: Any, q: co.WriteQuorum, skey: bytes, data: bytes,
                  stand_ins: dict[str, str] | None = None) -> None:
         self.node, self.q, self.skey, self.data = node, q, skey, data
         self.stand_ins = stand_ins  # owner -> node storing its hint (ringkv.hints, sloppy quorum)
         self.done: asyncio.Future = node._loop.create_future()
+        self.deadline = -1  # its id in node.deadlines once run() starts (-1: none, discard is a no-op)
 
     async def run(self) -> Any:
         """Send to the other replicas, write locally meanwhile, return the outcome."""
         node, q = self.node, self.q
-        node.deadlines.add(self)  # expire() after node.timeout unless finished() by then
+        self.deadline = node.deadlines.add(self)  # expire() after node.timeout unless settled
         me, pending, stand_ins = node.node_id, q.pending, self.stand_ins
         for target in q.contacted:  # list order: deterministic
             if target == me or target not in pending:
@@ -128,10 +129,7 @@ class WriteOp:
     def settle(self, outcome: Any) -> None:
         if outcome is not None and not self.done.done():
             self.done.set_result(outcome)
-
-    def finished(self) -> bool:
-        """The outcome is known (the node's Deadlines then never expire this op)."""
-        return self.done.done()
+            self.node.deadlines.discard(self.deadline)
 
     def on_ack(self, target: str, exc: BaseException | None) -> None:
         """``target`` acknowledged its copy (``exc`` None) or failed to store it."""
@@ -286,7 +284,7 @@ class ReadOp:
     replicas (``open`` is False from then on).
     """
 
-    __slots__ = ("node", "q", "skey", "replicas", "done", "open", "body")
+    __slots__ = ("node", "q", "skey", "replicas", "done", "open", "deadline", "body")
 
     def __init__(self, node: Any, req: co.Requirement, skey: bytes, replicas: list[str],
                  targets: list[str]) -> None:
@@ -294,7 +292,7 @@ class ReadOp:
         self.q = co.ReadQuorum(req, targets, join_bytes, None)
         self.done: asyncio.Future = node._loop.create_future()
         self.open = True
-        node.deadlines.add(self)  # expire() after node.timeout unless finished() by then
+        self.deadline = node.deadlines.add(self)  # expire() after node.timeout unless finished
         self.body = {"skey": skey}
         local = False
         for target in targets:
@@ -334,10 +332,6 @@ class ReadOp:
                 self.send(spare)
         self.settle(self.q.fail(target))
 
-    def finished(self) -> bool:
-        """Every contacted replica answered (or the timeout passed)."""
-        return not self.open
-
     def expire(self) -> None:
         self.settle(self.q.timeout())
         self.maybe_finish()
@@ -348,6 +342,7 @@ class ReadOp:
         if not q.complete or not self.open:
             return
         self.open = False
+        self.node.deadlines.discard(self.deadline)
         if q.merged is not None and self.node.config.cluster.read_repair:
             merged = q.merged
             if _bugs.ACTIVE and "stale_read_repair" in _bugs.ACTIVE:  # deliberate bug (ringkv/sim/bugs.py)
