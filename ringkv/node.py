@@ -24,7 +24,8 @@ sends ``replica_get`` to just enough other live replicas to meet R
 every live replica. The answer goes back after R replies; late replies are still collected
 until every contacted replica answered or the timeout fired, and those whose version set
 differs from the join get it written (read repair). The per-request machinery is in
-:mod:`ringkv.node_ops`.
+:mod:`ringkv.node_ops`; the gossip and ring-view shell in :mod:`ringkv.node_gossip` and
+the handlers replicas serve to coordinators in :mod:`ringkv.node_replica` (mixins).
 
 Client input never crashes the node: bad fields are ``InvalidRequest``, oversize keys and
 values ``TooLarge``, and the transport answers any other exception with a generic error.
@@ -49,13 +50,15 @@ from ringkv.errors import (Closed, InvalidRequest, Overloaded, RingkvError, Time
                            Unavailable)
 from ringkv.handoff import Handoff
 from ringkv.identity import Identity, load_or_create
-from ringkv.membership import Member, Membership, Send, StateChanged
+from ringkv.membership import Member, Membership
 from ringkv.moved_writes import COUNTERS as MOVED_COUNTERS
 from ringkv.moved_writes import MovedWrites
+from ringkv.node_gossip import GossipShell
+from ringkv.node_replica import ReplicaHandlers
 from ringkv.net.transport import COROUTINE_TYPES, RpcClient, RpcServer
 from ringkv.repair import Repairer
 from ringkv.ring import Ring, token_for
-from ringkv.streaming import RingView, owner_of
+from ringkv.streaming import RingView
 from ringkv.topology import TopologyManager
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,7 @@ COUNTERS = ("get", "put", "delete", "forwarded", "replica_get", "replica_put", "
             "unavailable", "timeouts", "errors", "gossip_in", "gossip_out") + MOVED_COUNTERS
 
 
-class Node:
+class Node(GossipShell, ReplicaHandlers):
     """A ringkv node. ``await start()``, serve, ``await close()``."""
 
     def __init__(self, config: RingkvConfig, *, clock: Clock | None = None,
@@ -179,124 +182,6 @@ class Node:
             engine, self.engine = self.engine, None
             await asyncio.get_running_loop().run_in_executor(None, engine.close)
 
-    # ------------------------------------------------------------------ membership
-
-    def _start_membership(self) -> None:
-        assert self.ident is not None and self.server is not None
-        node = self.config.node
-        me = Member(self.ident.node_id, host=node.host, port=self.server.port,
-                    http_port=node.effective_http_port(), dc=self.ident.dc, rack=self.ident.rack,
-                    tokens=self.ident.tokens, state=self.topology.initial_state(),
-                    generation=int(self.clock.now() * 1000))
-        self.membership = Membership(me, self.rng, self.membership_config)
-        for seed in node.seeds:
-            host, _, port = seed.rpartition(":")
-            if port.isdigit() and (host, int(port)) != (node.host, self.server.port):
-                self.membership.add_seed(host or "127.0.0.1", int(port))
-        # The view persisted before a restart: states, tokens, generations (down until heard).
-        self.membership.restore(self._restored, self.clock.monotonic())
-        self._peers_sig = self._peer_records_sig()
-        self._refresh_ring()
-        self._on_tick()
-
-    def _on_tick(self) -> None:
-        assert self.membership is not None and self._loop is not None
-        try:
-            self._perform(self.membership.tick(self.clock.monotonic()))
-            self._refresh_ring()
-        except Exception:  # noqa: BLE001 - the gossip timer must keep running
-            log.exception("gossip tick failed")
-        self._tick_handle = self._loop.call_later(
-            self.membership_config.gossip_interval_s, self._on_tick)
-
-    def _perform(self, effects: list) -> None:
-        changed = False
-        for eff in effects:
-            if isinstance(eff, Send):
-                self._gossip_send(eff)
-            elif isinstance(eff, StateChanged):
-                log.info("node %s: %s -> %s", eff.node_id, eff.old or "(new)", eff.new)
-                changed = True
-        if changed:
-            self._refresh_ring()
-            self._persist_peers()
-
-    def _gossip_send(self, eff: Send) -> None:
-        self.counters["gossip_out"] += 1
-        task = asyncio.ensure_future(self.rpc.call(
-            eff.host, eff.port, "gossip", {"kind": eff.kind, "body": eff.body}, timeout=1.0))
-        task.add_done_callback(functools.partial(self._gossip_sent, eff.node_id))
-
-    def _gossip_sent(self, node_id: str | None, task: asyncio.Future) -> None:
-        if task.cancelled() or task.exception() is None or self.membership is None:
-            return
-        self._perform(self.membership.on_unreachable(node_id, self.clock.monotonic()))
-
-    def _rpc_gossip(self, body: dict) -> dict:
-        assert self.membership is not None
-        kind, inner = body.get("kind"), body.get("body")
-        if not isinstance(kind, str) or not isinstance(inner, dict):
-            raise InvalidRequest("gossip needs kind (str) and body (map)")
-        self.counters["gossip_in"] += 1
-        self._perform(self.membership.on_message(kind, inner, self.clock.monotonic()))
-        return {}
-
-    def _refresh_ring(self) -> None:
-        """Rebuild the ring when the token owners or their addresses changed."""
-        assert self.membership is not None
-        members = self.membership.ring_members()
-        sig = tuple((m.node_id, m.host, m.port, m.http_port, m.dc, m.rack, m.tokens, m.state,
-                     m.generation) for m in members)
-        if sig == self._ring_sig:
-            return
-        # reads use normal + leaving nodes; joining ones only get writes (streaming.RingView)
-        self._view = RingView([owner_of(m) for m in members], self.replication)
-        self.ring = self._view.read_ring
-        self._addr = {m.node_id: (m.host, m.port) for m in members}
-        self._dc_of = {m.node_id: m.dc for m in members}
-        self._reqs = {}
-        self._ring_sig = sig
-        self._persist_peers()
-
-    def _peer_records_sig(self) -> tuple:
-        assert self.membership is not None
-        return tuple((m.node_id, m.generation, m.state, m.tokens, m.host, m.port, m.http_port,
-                      m.dc, m.rack) for m in self.membership.records())
-
-    def _persist_peers(self) -> None:
-        """Write data_dir/peers.json (in the background, one write at a time) when a
-        peer's state, tokens, address or generation changed (docs/decisions.md D17)."""
-        sig = self._peer_records_sig()
-        if sig == self._peers_sig:
-            return
-        self._peers_sig = sig
-        self._peers_dirty = True
-        if self._peers_task is None or self._peers_task.done():
-            self._peers_task = asyncio.ensure_future(self._write_peers())
-
-    async def _write_peers(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._peers_dirty and self.membership is not None:
-            self._peers_dirty = False
-            records = self.membership.records()
-            try:
-                await loop.run_in_executor(None, peer_store.save, self.config.node.data_dir,
-                                           records, self.fs)
-            except OSError as exc:
-                self._peers_sig = ()  # the next change tries again
-                log.warning("cannot persist the membership view: %s", exc)
-
-    def _check_synced(self) -> None:
-        """Coordinate nothing before the first gossip digest since start (docs/decisions.md D17)."""
-        if self.membership is None or not self.membership.synced:
-            self.counters["unavailable"] += 1
-            raise Unavailable(1, 0, f"node {self.node_id or '?'} has not heard the cluster's "
-                                    "membership since it started; retry")
-
-    def alive(self, node_id: str) -> bool:
-        assert self.membership is not None
-        return self.membership.alive(node_id)
-
     # ------------------------------------------------------------------ RPC entry
 
     def handle(self, method: str, body: dict, peer: str) -> Any:
@@ -335,66 +220,6 @@ class Node:
         await self.delete(body.get("key"), body.get("context"), body.get("w"),
                           forwarded=bool(body.get("forwarded")))
         return {}
-
-    def _rpc_replica_get(self, body: dict) -> dict:
-        self.counters["replica_get"] += 1
-        return {"vs": self.engine.get(_skey(body))}
-
-    def _rpc_replica_put(self, body: dict) -> Any:
-        skey, vs = _skey(body), body.get("vs")
-        if type(vs) is not bytes:
-            raise InvalidRequest("replica_put needs vs (bytes)")
-        versions.decode(vs)  # refuse a malformed set before it reaches the engine
-        self.counters["replica_put"] += 1
-        durable = self.engine.aput_nowait(skey, vs)  # a plain future: no Task per write
-        if not body.get("forwarded"):  # a range this node gave up: forward too (D23)
-            self.moved_writes.after_apply(skey, vs)
-        if durable is None:
-            return {}
-        out = durable.get_loop().create_future()
-        durable.add_done_callback(functools.partial(_reply_when_durable, out, {}))
-        return out
-
-    def _rpc_replica_put_batch(self, body: dict) -> Any:
-        """Many ``replica_put`` in one request (``items``: a list of ``[skey, vs]``, see
-        node_ops.ReplicaWriter): each valid item is applied as a merge operand; the reply,
-        once every applied item is durable, is ``{}`` or ``{"failed": [[index, error]...]}``
-        listing the items refused. One durability wait covers them all: the commit log is
-        synced in order, so the last item durable means every earlier one is."""
-        items = body.get("items")
-        if type(items) is not list or not items:
-            raise InvalidRequest(f"{ops.BATCH_METHOD} needs items: a list of [skey, vs]")
-        aput_nowait, decode = self.engine.aput_nowait, versions.decode
-        moved = None if body.get("forwarded") else self.moved_writes.after_apply  # D23
-        failed = None
-        applied = False
-        i = -1
-        for item in items:
-            i += 1
-            try:
-                if type(item) is not list or len(item) != 2:
-                    raise InvalidRequest("each item must be [skey, vs]")
-                skey, vs = item
-                if type(skey) is not bytes or len(skey) < 9 or type(vs) is not bytes:
-                    raise InvalidRequest("item needs skey (8-byte token + key) and vs (bytes)")
-                decode(vs)  # refuse a malformed set before it reaches the engine
-                aput_nowait(skey, vs, wait=False)  # one durability wait below, not one each
-                if moved is not None:
-                    moved(skey, vs)
-            except RingkvError as exc:
-                if failed is None:
-                    failed = []
-                failed.append([i, exc.to_wire()])
-                continue
-            applied = True
-        self.counters["replica_put"] += len(items) - (len(failed) if failed else 0)
-        reply = {"failed": failed} if failed else {}
-        durable = self.engine.durable_nowait() if applied else None
-        if durable is None:
-            return reply
-        out = durable.get_loop().create_future()
-        durable.add_done_callback(functools.partial(_reply_when_durable, out, reply))
-        return out
 
     # ------------------------------------------------------------------ client operations
 
@@ -721,13 +546,6 @@ class Node:
                 "repair_trees": self.repairer.store.view()}
 
 
-def _skey(body: dict) -> bytes:
-    skey = body.get("skey")
-    if type(skey) is not bytes or len(skey) < 9:
-        raise InvalidRequest("skey must be bytes: 8-byte token + key")
-    return skey
-
-
 def _context(context: object) -> dict[str, int] | None:
     """The client's context; None when it sent none (a blind write, see ``_mint``)."""
     if context is None or context == b"":
@@ -774,18 +592,6 @@ def _expire_local_write(durable: asyncio.Future, timeout: float) -> None:
     """A sole replica's write not durable within the request timeout: fail the put."""
     if not durable.done():
         durable.set_exception(Timeout(1, 0, f"local write not durable in {timeout:g}s"))
-
-
-def _reply_when_durable(out: asyncio.Future, reply: dict, durable: asyncio.Future) -> None:
-    """``replica_put``'s reply future: ``reply`` once the write is durable, else its error."""
-    if out.done():
-        return
-    if durable.cancelled():
-        out.cancel()
-    elif durable.exception() is not None:
-        out.set_exception(durable.exception())
-    else:
-        out.set_result(reply)
 
 
 def _log_repair_failure(fut: asyncio.Future) -> None:

@@ -1,0 +1,149 @@
+"""The membership side of a node: gossip ticks and messages, the ring view, peers.json.
+
+A mixin of :class:`ringkv.node.Node`, kept apart so the node's file holds coordination.
+The decisions are in the pure :mod:`ringkv.membership` (gossip state, failure detection)
+and :mod:`ringkv.streaming` (ring views with pending owners); this shell feeds them the
+clock and gossip messages, performs their effects (sends, state changes) and rebuilds the
+node's ring, addresses and data centers when the token owners change.
+Uses the node's ``config``, ``clock``, ``rng``, ``rpc``, ``counters``, ``server``,
+``ident``, ``topology``, ``replication``, ``fs`` and ``_loop``; sets ``membership``,
+``ring``, ``_view``, ``_addr``, ``_dc_of``, ``_reqs`` and ``_tick_handle``.
+Invariant: at most one write of data_dir/peers.json runs at a time, and the last change
+is always written (docs/decisions.md D17).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from ringkv import peer_store
+from ringkv.errors import InvalidRequest, Unavailable
+from ringkv.membership import Member, Membership, Send, StateChanged
+from ringkv.streaming import RingView, owner_of
+
+log = logging.getLogger("ringkv.node")
+
+
+class GossipShell:
+    """Gossip, failure detection and the ring view of one node (mixin of Node)."""
+
+    def _start_membership(self) -> None:
+        assert self.ident is not None and self.server is not None
+        node = self.config.node
+        me = Member(self.ident.node_id, host=node.host, port=self.server.port,
+                    http_port=node.effective_http_port(), dc=self.ident.dc, rack=self.ident.rack,
+                    tokens=self.ident.tokens, state=self.topology.initial_state(),
+                    generation=int(self.clock.now() * 1000))
+        self.membership = Membership(me, self.rng, self.membership_config)
+        for seed in node.seeds:
+            host, _, port = seed.rpartition(":")
+            if port.isdigit() and (host, int(port)) != (node.host, self.server.port):
+                self.membership.add_seed(host or "127.0.0.1", int(port))
+        # The view persisted before a restart: states, tokens, generations (down until heard).
+        self.membership.restore(self._restored, self.clock.monotonic())
+        self._peers_sig = self._peer_records_sig()
+        self._refresh_ring()
+        self._on_tick()
+
+    def _on_tick(self) -> None:
+        assert self.membership is not None and self._loop is not None
+        try:
+            self._perform(self.membership.tick(self.clock.monotonic()))
+            self._refresh_ring()
+        except Exception:  # noqa: BLE001 - the gossip timer must keep running
+            log.exception("gossip tick failed")
+        self._tick_handle = self._loop.call_later(
+            self.membership_config.gossip_interval_s, self._on_tick)
+
+    def _perform(self, effects: list) -> None:
+        changed = False
+        for eff in effects:
+            if isinstance(eff, Send):
+                self._gossip_send(eff)
+            elif isinstance(eff, StateChanged):
+                log.info("node %s: %s -> %s", eff.node_id, eff.old or "(new)", eff.new)
+                changed = True
+        if changed:
+            self._refresh_ring()
+            self._persist_peers()
+
+    def _gossip_send(self, eff: Send) -> None:
+        self.counters["gossip_out"] += 1
+        task = asyncio.ensure_future(self.rpc.call(
+            eff.host, eff.port, "gossip", {"kind": eff.kind, "body": eff.body}, timeout=1.0))
+        task.add_done_callback(functools.partial(self._gossip_sent, eff.node_id))
+
+    def _gossip_sent(self, node_id: str | None, task: asyncio.Future) -> None:
+        if task.cancelled() or task.exception() is None or self.membership is None:
+            return
+        self._perform(self.membership.on_unreachable(node_id, self.clock.monotonic()))
+
+    def _rpc_gossip(self, body: dict) -> dict:
+        assert self.membership is not None
+        kind, inner = body.get("kind"), body.get("body")
+        if not isinstance(kind, str) or not isinstance(inner, dict):
+            raise InvalidRequest("gossip needs kind (str) and body (map)")
+        self.counters["gossip_in"] += 1
+        self._perform(self.membership.on_message(kind, inner, self.clock.monotonic()))
+        return {}
+
+    def _refresh_ring(self) -> None:
+        """Rebuild the ring when the token owners or their addresses changed."""
+        assert self.membership is not None
+        members = self.membership.ring_members()
+        sig = tuple((m.node_id, m.host, m.port, m.http_port, m.dc, m.rack, m.tokens, m.state,
+                     m.generation) for m in members)
+        if sig == self._ring_sig:
+            return
+        # reads use normal + leaving nodes; joining ones only get writes (streaming.RingView)
+        self._view = RingView([owner_of(m) for m in members], self.replication)
+        self.ring = self._view.read_ring
+        self._addr = {m.node_id: (m.host, m.port) for m in members}
+        self._dc_of = {m.node_id: m.dc for m in members}
+        self._reqs = {}
+        self._ring_sig = sig
+        self._persist_peers()
+
+    def _peer_records_sig(self) -> tuple:
+        assert self.membership is not None
+        return tuple((m.node_id, m.generation, m.state, m.tokens, m.host, m.port, m.http_port,
+                      m.dc, m.rack) for m in self.membership.records())
+
+    def _persist_peers(self) -> None:
+        """Write data_dir/peers.json (in the background, one write at a time) when a
+        peer's state, tokens, address or generation changed (docs/decisions.md D17)."""
+        sig = self._peer_records_sig()
+        if sig == self._peers_sig:
+            return
+        self._peers_sig = sig
+        self._peers_dirty = True
+        if self._peers_task is None or self._peers_task.done():
+            self._peers_task = asyncio.ensure_future(self._write_peers())
+
+    async def _write_peers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._peers_dirty and self.membership is not None:
+            self._peers_dirty = False
+            records = self.membership.records()
+            try:
+                await loop.run_in_executor(None, peer_store.save, self.config.node.data_dir,
+                                           records, self.fs)
+            except OSError as exc:
+                self._peers_sig = ()  # the next change tries again
+                log.warning("cannot persist the membership view: %s", exc)
+
+    def _check_synced(self) -> None:
+        """Coordinate nothing before the first gossip digest since start (docs/decisions.md D17)."""
+        if self.membership is None or not self.membership.synced:
+            self.counters["unavailable"] += 1
+            raise Unavailable(1, 0, f"node {self.node_id or '?'} has not heard the cluster's "
+                                    "membership since it started; retry")
+
+    def alive(self, node_id: str) -> bool:
+        assert self.membership is not None
+        return self.membership.alive(node_id)
+
+
+__all__ = ["GossipShell"]
