@@ -144,11 +144,11 @@ class Engine:
         self._deletes += 1
         self._after_write(self._apply(key, _DELETE, _pack_f64(now), now))
 
-    def _ttl_entry(self, value: bytes, ttl: float) -> tuple[bytes, list]:
+    def _ttl_entry(self, value: bytes, ttl: float) -> tuple[bytes, tuple]:
         if self._merge is not None:
             raise InvalidRequest("ttl is not supported with a merge function")
         expire = float(self._clock.now() + ttl)
-        return _pack_f64(expire) + value, [value, expire, False]
+        return _pack_f64(expire) + value, (value, expire, False)
 
     def _apply(self, key: bytes, kind: int, body: bytes, entry: Any) -> int:
         """Log and apply one write; returns its seq (not yet durable)."""
@@ -405,7 +405,7 @@ class Engine:
         if value.__class__ is not bytes or key.__class__ is not bytes:
             key, value = bytes(key), bytes(value)
         if base and self._merge is not None:
-            seq = self._apply(key, _PUT_BASE, value, [value, None, True])
+            seq = self._apply(key, _PUT_BASE, value, (value, None, True))  # a tuple: entry.py
         else:
             seq = self._apply(key, _PUT, value, value)
         self._puts += 1
