@@ -34,7 +34,7 @@ class StorageConfig:
     block_bytes: int = 4 * KiB  # SSTable data block size (uncompressed)
     compression: str = "none"  # SSTable block compression: "none" or "zlib"
     bloom_fp_rate: float = 0.01  # bloom filter false-positive rate per SSTable
-    block_cache_bytes: int = 64 * MiB  # decoded-block cache shared by all SSTables
+    block_cache_bytes: int = -1  # checked-block cache shared by all SSTables, filled as blocks are read; -1 = auto: 1/8 of the memory this process may use (RAM, or its cgroup's limit), at least 32 MiB and at most 1 GiB (docs/decisions.md D25); 0 = no cache
     compaction: str = "size_tiered"  # compaction strategy: "size_tiered" or "none"
     compaction_min_threshold: int = 4  # size-tiered: SSTables of similar size needed to compact
     compaction_bucket_ratio: float = 2.0  # size-tiered: sizes within this ratio share a bucket
@@ -48,6 +48,8 @@ class StorageConfig:
         _positive("storage.memtable_bytes", self.memtable_bytes)
         _positive("storage.block_bytes", self.block_bytes)
         _positive("storage.max_pending_flushes", self.max_pending_flushes)
+        if self.block_cache_bytes < -1:
+            raise ConfigError("storage.block_cache_bytes", "must be >= 0, or -1 (auto)")
         if not 0.0 < self.bloom_fp_rate < 0.5:
             raise ConfigError("storage.bloom_fp_rate", "must be in (0, 0.5)")
         if self.compaction_min_threshold < 2:

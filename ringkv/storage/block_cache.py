@@ -11,10 +11,16 @@ Invariant: the summed size of cached blocks, as given to ``put``, stays <= capac
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Optional
+
+AUTO = -1  # StorageConfig.block_cache_bytes: size the cache from the memory available
+AUTO_SHARE = 8  # auto: 1/AUTO_SHARE of the memory available
+AUTO_MIN, AUTO_MAX = 32 << 20, 1 << 30
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 def _entry_overhead(n: int = 4096) -> int:
@@ -28,6 +34,39 @@ def _entry_overhead(n: int = 4096) -> int:
 
 
 ENTRY_OVERHEAD = _entry_overhead()
+
+
+def capacity_for(configured: int) -> int:
+    """The cache capacity for ``StorageConfig.block_cache_bytes``: as configured, or for
+    :data:`AUTO` 1/8 of the memory this process may use, clamped to [32 MiB, 1 GiB].
+
+    Why a share of memory (docs/decisions.md D25): a miss costs a pread, a crc check and a
+    parse of the block, so a server whose data would fit should not re-read it through a
+    fixed small cache; the cap keeps several nodes on one host (``ringkv cluster up``)
+    within a fraction of it, and the cache only grows as blocks are actually read."""
+    if configured != AUTO:
+        return configured
+    available = _memory_available()
+    if available is None:
+        return 64 << 20  # the fixed default before auto sizing
+    return max(AUTO_MIN, min(AUTO_MAX, available // AUTO_SHARE))
+
+
+def _memory_available() -> Optional[int]:
+    """Physical memory, or the cgroup's memory limit when that is smaller; None if unknown."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for path in _CGROUP_LIMITS:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 class BlockCache:
@@ -56,6 +95,20 @@ class BlockCache:
             while self.size > self.capacity:
                 old, _ = self._blocks.popitem(last=False)
                 self.size -= self._sizes.pop(old)
+
+    def discard_range(self, first: int, count: int) -> None:
+        """Drop the cached blocks with keys ``first .. first + count - 1`` (the blocks of
+        one table that compaction replaced: nothing reads them again, and left to the LRU
+        they would fill the cache until they aged out, measured as about two thirds of a
+        full cache while keys are loaded). A reader still on the old table may put one
+        back; the LRU then ages it out as before."""
+        with self._lock:
+            blocks, sizes = self._blocks, self._sizes
+            for key in range(first, first + count):
+                size = sizes.pop(key, None)
+                if size is not None:
+                    del blocks[key]
+                    self.size -= size
 
     def __len__(self) -> int:
         return len(self._blocks)

@@ -26,7 +26,7 @@ from ringkv.config import StorageConfig
 from ringkv.errors import Closed, InvalidRequest
 from ringkv.storage import commitlog_format as clf
 from ringkv.storage.background import Background
-from ringkv.storage.block_cache import BlockCache
+from ringkv.storage.block_cache import BlockCache, capacity_for
 from ringkv.storage.bloom import key_hash
 from ringkv.storage.commitlog_writer import CommitLogWriter
 from ringkv.storage.compaction import merge_sources
@@ -71,7 +71,7 @@ class Engine:
         self._clock, self._fs = clock, fs
         self._sst_dir, self._log_dir = os.path.join(path, SSTABLE_DIR), os.path.join(path, COMMITLOG_DIR)
         self._lock = threading.Lock()
-        self._cache = BlockCache(cfg.block_cache_bytes)
+        self._cache = BlockCache(capacity_for(cfg.block_cache_bytes))
         self._tstats = TableStats()
         self._closed = True  # until open completes
         self._log: Optional[CommitLogWriter] = None
@@ -144,11 +144,11 @@ class Engine:
         self._deletes += 1
         self._after_write(self._apply(key, _DELETE, _pack_f64(now), now))
 
-    def _ttl_entry(self, value: bytes, ttl: float) -> tuple[bytes, list]:
+    def _ttl_entry(self, value: bytes, ttl: float) -> tuple[bytes, tuple]:
         if self._merge is not None:
             raise InvalidRequest("ttl is not supported with a merge function")
         expire = float(self._clock.now() + ttl)
-        return _pack_f64(expire) + value, [value, expire, False]
+        return _pack_f64(expire) + value, (value, expire, False)
 
     def _apply(self, key: bytes, kind: int, body: bytes, entry: Any) -> int:
         """Log and apply one write; returns its seq (not yet durable)."""
@@ -361,6 +361,7 @@ class Engine:
             "sstables_per_read": self._touched / gets if gets else 0.0,
             "blocks_read": ts.blocks_read, "block_cache_hits": ts.block_cache_hits,
             "bytes_read": ts.bytes_read, "block_cache_bytes": self._cache.size,
+            "block_cache_capacity": self._cache.capacity,
             "fsyncs": log.fsyncs if log else 0, "writes_synced": log.writes_synced if log else 0,
             "writes_per_fsync": (log.writes_synced / log.fsyncs) if log and log.fsyncs else 0.0,
             "memtable_bytes": mem.size, "immutable_memtables": len(imms),
@@ -404,7 +405,7 @@ class Engine:
         if value.__class__ is not bytes or key.__class__ is not bytes:
             key, value = bytes(key), bytes(value)
         if base and self._merge is not None:
-            seq = self._apply(key, _PUT_BASE, value, [value, None, True])
+            seq = self._apply(key, _PUT_BASE, value, (value, None, True))  # a tuple: entry.py
         else:
             seq = self._apply(key, _PUT, value, value)
         self._puts += 1

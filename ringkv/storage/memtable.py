@@ -37,7 +37,7 @@ def _dict_slot_bytes() -> int:
 
 BYTES_OVERHEAD = sys.getsizeof(b"") + _ROUNDING  # one bytes object beyond its length
 FLOAT_COST = sys.getsizeof(1.0) + _ROUNDING  # a tombstone / expiry time
-LIST_OVERHEAD = sys.getsizeof([None, None, None]) + _ROUNDING  # [value, expire_at, base]
+TUPLE_OVERHEAD = sys.getsizeof((None, None, None)) + _ROUNDING  # (value, expire_at, base)
 #: real memory of one memtable entry beyond ``len(key) + len(value)``: key and value
 #: bytes objects and the key's dict slot (~138 B on CPython 3.11, 64-bit)
 ENTRY_OVERHEAD = 2 * BYTES_OVERHEAD + _dict_slot_bytes()
@@ -50,7 +50,7 @@ def entry_cost(key: bytes, entry: Entry) -> int:
         return len(key) + len(entry) + ENTRY_OVERHEAD  # type: ignore[arg-type]
     if cls is float:
         return len(key) + ENTRY_OVERHEAD - BYTES_OVERHEAD + FLOAT_COST
-    return (len(key) + len(entry[0]) + ENTRY_OVERHEAD + LIST_OVERHEAD  # type: ignore[index]
+    return (len(key) + len(entry[0]) + ENTRY_OVERHEAD + TUPLE_OVERHEAD  # type: ignore[index]
             + FLOAT_COST)
 
 

@@ -92,9 +92,9 @@ def _replay(fs: Any, log_dir: str, flushed_seq: int, merge: Optional[MergeFn]) -
             elif kind == clf.KIND_DELETE:
                 entry = unpack_f64(body, 0)[0]
             elif kind == clf.KIND_PUT_BASE:
-                entry = [body, None, True] if merge is not None else body
+                entry = (body, None, True) if merge is not None else body
             else:
-                entry = [body[8:], unpack_f64(body, 0)[0], False]
+                entry = (body[8:], unpack_f64(body, 0)[0], False)
             mem.apply(key, entry, merge)
             if seq > last_seq:
                 last_seq = seq

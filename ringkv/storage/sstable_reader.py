@@ -229,8 +229,10 @@ class SSTableReader:
             self._fs.remove(self.path)
 
     def mark_obsolete(self) -> None:
-        """Called when compaction replaced this table: drop the live list's reference."""
+        """Called when compaction replaced this table: drop the live list's reference and
+        its blocks from the shared cache."""
         self.obsolete = True
+        self._cache.discard_range(self._cache_base, self._nblocks)
         self.release()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ _BUFFER = 1 << 20  # bytes buffered before a write() to the file
 
 def _other_size(entry: Any) -> int:
     """Estimated encoded size of a non-bytes entry (tombstone or list)."""
-    return 24 + (len(entry[0]) if entry.__class__ is list else 0)
+    return 24 + (len(entry[0]) if entry.__class__ is not float else 0)
 
 
 class SSTableWriter:

@@ -30,7 +30,7 @@ def test_merge_sources_merge_mode_folds_in_order():
     s1, s2, s3 = [(b"k", b"3")], [(b"k", b"2")], [(b"k", b"1"), (b"z", b"z")]
     assert list(merge_sources([s1, s2, s3], cat)) == [(b"k", b"123"), (b"z", b"z")]
     s2 = [(b"k", 5.0)]  # tombstone in the middle shadows older operands
-    assert list(merge_sources([s1, s2, s3], cat)) == [(b"k", [b"3", None, True]), (b"z", b"z")]
+    assert list(merge_sources([s1, s2, s3], cat)) == [(b"k", (b"3", None, True)), (b"z", b"z")]
 
 
 def test_purge_rules():

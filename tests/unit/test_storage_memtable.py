@@ -28,15 +28,15 @@ def test_merge_apply_and_delete_base():
     assert m.data[b"k"] == b"x+y" and not is_final(m.data[b"k"], cat)
     m.apply(b"k", 1.0, cat)
     m.apply(b"k", b"z", cat)
-    assert m.data[b"k"] == [b"z", None, True] and is_final(m.data[b"k"], cat)
+    assert m.data[b"k"] == (b"z", None, True) and is_final(m.data[b"k"], cat)
     m.apply(b"k", b"w", cat)
-    assert m.data[b"k"] == [b"z+w", None, True]
+    assert m.data[b"k"] == (b"z+w", None, True)
 
 
 def test_combine_and_visible():
     assert combine(b"a", b"b", None) == b"b"
     assert combine(b"a", 3.0, cat) == 3.0
-    assert combine([b"a", None, True], b"b", cat) == [b"a+b", None, True]
+    assert combine([b"a", None, True], b"b", cat) == (b"a+b", None, True)
     assert visible([b"v", 10.0, False], 9.0) == b"v"
     assert visible([b"v", 10.0, False], 10.0) is None
     assert visible(2.0, 0.0) is None

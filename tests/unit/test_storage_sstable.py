@@ -95,6 +95,45 @@ def test_block_cache_is_bounded_lru():
     assert c.get(11) is None
 
 
+def test_block_cache_discard_range_drops_only_those_blocks():
+    c = BlockCache(1000)
+    for i in range(10):
+        c.put((1 << 32) + i, ("blk", i), 30)
+        c.put((2 << 32) + i, ("blk", i), 30)
+    c.discard_range(1 << 32, 10)
+    assert len(c) == 10 and c.size == 300
+    assert all(c.get((1 << 32) + i) is None and c.get((2 << 32) + i) for i in range(10))
+    c.discard_range(3 << 32, 5)  # nothing cached there: no change
+    assert len(c) == 10
+
+
+def test_obsolete_table_leaves_the_cache(tmp_path):
+    items = sample()
+    build(tmp_path / "t.sst", items, False)
+    cache = BlockCache(1 << 20)
+    r = SSTableReader(OsFileSystem(), str(tmp_path / "t.sst"), 1, cache, TableStats())
+    for k, e in items:
+        assert r.get(k) == e
+    assert len(cache) > 10
+    r.acquire()  # a scan still holds the file
+    r.mark_obsolete()
+    assert len(cache) == 0 and cache.size == 0
+    r.release()
+    r.close()
+
+
+def test_auto_block_cache_capacity(monkeypatch):
+    assert block_cache.capacity_for(12345) == 12345 and block_cache.capacity_for(0) == 0
+    monkeypatch.setattr(block_cache, "_memory_available", lambda: 24 << 30)
+    assert block_cache.capacity_for(block_cache.AUTO) == 1 << 30
+    monkeypatch.setattr(block_cache, "_memory_available", lambda: 1 << 30)
+    assert block_cache.capacity_for(block_cache.AUTO) == 128 << 20
+    monkeypatch.setattr(block_cache, "_memory_available", lambda: 64 << 20)
+    assert block_cache.capacity_for(block_cache.AUTO) == 32 << 20
+    monkeypatch.setattr(block_cache, "_memory_available", lambda: None)
+    assert block_cache.capacity_for(block_cache.AUTO) == 64 << 20
+
+
 def test_bulk_add_matches_per_entry_add(tmp_path):
     items = sample(seed=3)
     build(tmp_path / "a.sst", items)
