@@ -13,42 +13,26 @@ concurrently), as Cassandra refuses concurrent bootstraps by default.
 from __future__ import annotations
 
 import asyncio
-import random
-import shutil
-import tempfile
 
 import pytest
 
 from ringkv import streaming as st
 from ringkv.errors import InvalidRequest
 from ringkv.membership_record import LEAVING
-from ringkv.sim.cluster import PORT, SimCluster, seeded_identities
-from ringkv.sim.loop import SimLoop
+from ringkv.sim.cluster import PORT, SimCluster
 from ringkv.sim.network import SimNetwork, SimRpcClient
-from ringkv.sim.trace import Trace
+from tests.sim.simhelp import run_cluster
 
 
 def _cluster_with_a_leaving_node(check) -> None:
     """5 nodes, n5 published leaving (a decommission in progress, held there)."""
-    loop = SimLoop()
-    root = tempfile.mkdtemp(prefix="ringkv-regress-")
-
-    async def main() -> None:
-        net = SimNetwork(loop, random.Random(3), Trace())
-        cluster = SimCluster(loop, net, root, 5, random.Random(4))
-        await cluster.start_all()
-        await asyncio.sleep(5.0)
+    async def on_cluster(cluster: SimCluster, net: SimNetwork) -> None:
         n5 = cluster.nodes[4].node
         n5._perform(n5.membership.set_state(LEAVING))
         await asyncio.sleep(3.0)
         await check(cluster, net, SimRpcClient(net, "operator"))
 
-    try:
-        with seeded_identities(random.Random(5)):
-            loop.run_until_complete(main())
-    finally:
-        loop.close()
-        shutil.rmtree(root, ignore_errors=True)
+    run_cluster(on_cluster, net_seed=3, cluster_seed=4, identity_seed=5, prefix="ringkv-regress-")
 
 
 def test_decommission_is_refused_while_another_node_leaves() -> None:

@@ -22,18 +22,14 @@ are the network's (a partition, messages held back as a long delay would).
 from __future__ import annotations
 
 import asyncio
-import random
-import shutil
-import tempfile
 from typing import Any, Awaitable, Callable
 
 from ringkv import streaming as st
 from ringkv import versions
 from ringkv.ring import in_range, token_for
-from ringkv.sim.cluster import PORT, SimCluster, seeded_identities
-from ringkv.sim.loop import SimLoop
+from ringkv.sim.cluster import PORT, SimCluster
 from ringkv.sim.network import SimNetwork, SimRpcClient
-from ringkv.sim.trace import Trace
+from tests.sim.simhelp import run_cluster
 
 REPLICA_WRITES = ("replica_put", "replica_put_batch")
 
@@ -68,22 +64,11 @@ class HoldingNetwork(SimNetwork):
 
 
 def _run(scenario: Callable[[SimCluster, HoldingNetwork, SimRpcClient], Awaitable[None]]) -> None:
-    loop = SimLoop()
-    root = tempfile.mkdtemp(prefix="ringkv-regress-")
-
-    async def main() -> None:
-        net = HoldingNetwork(loop, random.Random(3), Trace())
-        cluster = SimCluster(loop, net, root, 5, random.Random(4))
-        await cluster.start_all()
-        await asyncio.sleep(5.0)
+    async def on_cluster(cluster: SimCluster, net: HoldingNetwork) -> None:
         await scenario(cluster, net, SimRpcClient(net, "client"))
 
-    try:
-        with seeded_identities(random.Random(5)):
-            loop.run_until_complete(main())
-    finally:
-        loop.close()
-        shutil.rmtree(root, ignore_errors=True)
+    run_cluster(on_cluster, net_seed=3, cluster_seed=4, identity_seed=5, network=HoldingNetwork,
+                prefix="ringkv-regress-")
 
 
 def _skey(key: bytes) -> bytes:

@@ -10,35 +10,20 @@ marked as forwarded is never forwarded again.
 from __future__ import annotations
 
 import asyncio
-import random
-import shutil
-import tempfile
 from typing import Any, Awaitable, Callable
 
 from ringkv import versions
 from ringkv.ring import token_for
 from ringkv.sim.cluster import PORT, SimCluster
-from ringkv.sim.loop import SimLoop
 from ringkv.sim.network import SimNetwork, SimRpcClient
-from ringkv.sim.trace import Trace
+from tests.sim.simhelp import run_cluster
 
 
 def _run(scenario: Callable[[dict, SimNetwork, SimRpcClient], Awaitable[None]]) -> None:
-    loop = SimLoop()
-    root = tempfile.mkdtemp(prefix="ringkv-moved-")
-
-    async def main() -> None:
-        net = SimNetwork(loop, random.Random(11), Trace())
-        cluster = SimCluster(loop, net, root, 5, random.Random(12))
-        await cluster.start_all()
-        await asyncio.sleep(5.0)
+    async def on_cluster(cluster: SimCluster, net: SimNetwork) -> None:
         await scenario({s.name: s.node for s in cluster.nodes}, net, SimRpcClient(net, "op"))
 
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
-        shutil.rmtree(root, ignore_errors=True)
+    run_cluster(on_cluster, net_seed=11, cluster_seed=12, prefix="ringkv-moved-")
 
 
 def _key_and_outsider(nodes: dict, prefix: bytes) -> tuple[bytes, list[str], str]:
