@@ -87,6 +87,20 @@ class RespServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_RespConnection] = set()
         self._ids = itertools.count(1)
+        self._outbox: list[tuple[asyncio.Transport, bytes]] = []  # replies of this loop turn
+
+    def send(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Write ``data`` at the end of this event-loop turn, after every connection that
+        became readable in it has been read: the replies leave in one burst."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self.flush_outbox)
+        self._outbox.append((transport, data))
+
+    def flush_outbox(self) -> None:
+        box, self._outbox = self._outbox, []
+        for transport, data in box:
+            if not transport.is_closing():
+                transport.write(data)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -328,10 +342,13 @@ class _RespConnection(asyncio.Protocol):
     def _flush(self, slots: list[Any], close: bool) -> None:
         if self.closed:
             return
-        if slots:
-            self.transport.write(b"".join(slots))  # type: ignore[union-attr]
         if close:
+            self.server.flush_outbox()  # this connection's earlier replies go first
+            if slots:
+                self.transport.write(b"".join(slots))  # type: ignore[union-attr]
             self._close()
+        elif slots:
+            self.server.send(self.transport, b"".join(slots))  # type: ignore[arg-type]
 
     def _close(self) -> None:
         self.closed = True
