@@ -36,6 +36,25 @@ def _status(port: int) -> dict:
         return json.load(r)
 
 
+def with_storage(toml_text: str, lines: list[str]) -> str:
+    """``toml_text`` with each ``key = value`` of ``lines`` in its [storage] table, replacing
+    a line the table already has for that key (a TOML key may appear only once); the table
+    is added when the file has none."""
+    keys = {ln.split("=")[0].strip() for ln in lines}
+    out, in_storage = [], False
+    for ln in toml_text.splitlines():
+        if ln.startswith("["):
+            in_storage = ln.strip() == "[storage]"
+        elif in_storage and ln.split("=")[0].strip() in keys:
+            continue
+        out.append(ln)
+        if ln.strip() == "[storage]":
+            out += [x.strip() for x in lines]
+    if not any(ln.strip() == "[storage]" for ln in out):
+        out += ["", "[storage]"] + [x.strip() for x in lines]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--storage", default="", help="'key = value' lines for [storage], ';'-separated")
@@ -59,8 +78,7 @@ def main() -> None:
         if a.storage:
             for i in (1, 2, 3):
                 p = d / f"n{i}" / "node.toml"
-                text = p.read_text().replace("[storage]\n", "[storage]\n" + a.storage.replace(";", "\n") + "\n")
-                p.write_text(text)
+                p.write_text(with_storage(p.read_text(), a.storage.split(";")))
         subprocess.run(up, capture_output=True, check=True, timeout=120)
         pids = [int(p.read_text()) for p in sorted(d.glob("n*/*.pid"))] or [
             int(subprocess.check_output(["pgrep", "-f", f"{d}/n{i}/node.toml"]).split()[0])

@@ -237,11 +237,6 @@ class RingkvConfig:
         return self
 
     @classmethod
-    def local(cls) -> "RingkvConfig":
-        """Preset for a laptop cluster: small memtables, batch sync."""
-        return cls(storage=StorageConfig(memtable_bytes=8 * MiB))
-
-    @classmethod
     def sim(cls) -> "RingkvConfig":
         """Preset for the deterministic simulator: tiny memtables so flushes happen often."""
         return cls(storage=StorageConfig(memtable_bytes=256 * KiB, block_cache_bytes=4 * MiB))

@@ -179,8 +179,7 @@ class LocalCluster:
                      "http_port": node.http_port, "data_dir": str(self.node_dir(node) / "data"),
                      "seeds": self.seeds_for(node)},
             "cluster": {"replication": {"dc1": self.rf}},
-            "storage": {"memtable_bytes": 8 * 1024 * 1024},
-        }
+        }  # everything else at the server's defaults (D27): a local cluster is not a toy
         if join:  # streams its ranges before serving reads (docs/topology.md)
             config["streaming"] = {"join": True}
         path.write_text("# written by 'ringkv cluster up'; kept across restarts\n"

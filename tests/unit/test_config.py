@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_presets_validate():
-    for cfg in (RingkvConfig(), RingkvConfig.local(), RingkvConfig.sim()):
+    for cfg in (RingkvConfig(), RingkvConfig.sim()):
         assert cfg.validate() is cfg
 
 
