@@ -443,7 +443,13 @@ class Node(GossipShell, ReplicaHandlers):
         holds, like a read-modify-write done here: blind writers and context-less deletes
         do not pile up siblings. Versions only other replicas hold stay concurrent."""
         raw = ops.join_bytes(self.engine.get(skey), self._minting.get(skey))
-        local = versions.decode(raw) if raw is not None else versions.EMPTY
+        if raw is None:
+            local = versions.EMPTY
+        elif ctx is None:  # the new version supersedes every local sibling: only the vv counts
+            ctx = versions.vv_of_stored(raw)
+            local = versions.VersionSet(ctx, ())
+        else:
+            local = versions.decode(raw)
         if ctx is None:
             ctx = local[0]
         new = versions.update(local, ctx, self.node_id, value, self.clock.now(), self._dot_floor)

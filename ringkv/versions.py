@@ -288,12 +288,41 @@ def merge_bytes(older: bytes, newer: bytes) -> bytes:
     return encode(join(_stored(older), _stored(newer)))
 
 
+_HEAD = b"\x93" + msgpack.packb(FORMAT)  # every encoded set starts [FORMAT, ...
+_NO_SIBLINGS_END = b"\x90"  # ... and one with no siblings ends with an empty array
+_NIL = b"\xc0"  # msgpack None: how a tombstone's value is stored
+
+
 def purgeable(data: bytes, now: float, grace: float) -> bool:
     """Whether compaction may drop this value: only tombstones, all written by ``now - grace``.
 
-    (A set with no siblings at all holds nothing and is purgeable too.)"""
+    (A set with no siblings at all holds nothing and is purgeable too.)
+
+    Compaction asks this of every entry it rewrites, and nearly all of them are live, so the
+    common answer comes from the bytes: a set whose encoding holds no msgpack nil has no
+    tombstone (a tombstone's value is stored as nil) and, unless it ends with the empty
+    sibling array, has a sibling, so it is not purgeable. Everything else is decoded. The
+    shortcut checks only the header: a body damaged on disk is caught by the block's crc32c
+    before compaction sees it, and a live entry kept is the safe side of a wrong answer."""
+    if data[:2] == _HEAD and _NIL not in data and not data.endswith(_NO_SIBLINGS_END):
+        return False
     cutoff = now - grace
     return all(s[2] is None and s[3] <= cutoff for s in _stored(data)[1])
+
+
+def vv_of_stored(data: bytes) -> VersionVector:
+    """The version vector of a stored set, without rebuilding its siblings (a blind write
+    supersedes them all and needs only this); raises Corruption like the other hooks."""
+    try:
+        fmt, flat_vv, flat_sib = msgpack.unpackb(data)
+    except Exception as exc:
+        raise Corruption("<version set>", 0, f"malformed version set: {exc.__class__.__name__}") from None
+    if type(fmt) is not int or fmt != FORMAT or type(flat_vv) is not list or type(flat_sib) is not list:
+        raise Corruption("<version set>", 0, "malformed version set: bad header")
+    try:
+        return _vv_from_flat(flat_vv)
+    except InvalidRequest as exc:
+        raise Corruption("<version set>", 0, exc.message) from None
 
 
 def _stored(data: bytes) -> VersionSet:
@@ -306,4 +335,4 @@ def _stored(data: bytes) -> VersionSet:
 __all__ = ["VersionVector", "Sibling", "VersionSet", "EMPTY", "FORMAT", "update", "join",
            "values", "context", "siblings", "sibling_count", "is_deleted", "latest",
            "descends", "vv_descends", "is_stale", "encode", "decode", "live_values",
-           "encode_context", "decode_context", "merge_bytes", "purgeable"]
+           "encode_context", "decode_context", "merge_bytes", "purgeable", "vv_of_stored"]

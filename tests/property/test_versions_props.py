@@ -131,3 +131,26 @@ def test_read_repair_converges(h):
     for state in h.replicas.values():
         repaired = merged if v.is_stale(state, merged) else state
         assert repaired == merged
+
+
+def _purgeable_by_decoding(data: bytes, now: float, grace: float) -> bool:
+    """The definition, with no shortcut: every sibling a tombstone older than the grace."""
+    return all(s.value is None and s.timestamp <= now - grace for s in v.decode(data).siblings)
+
+
+@SETTINGS
+@given(states(1), st.floats(0, 40.0), st.binary(max_size=40))
+def test_purgeable_shortcut_agrees_with_decoding(state, now, suffix):
+    # values drawn as arbitrary bytes, so some hold msgpack nil (0xc0) and some do not
+    vs = state[0]
+    vs = v.VersionSet(vs.vv, tuple(s if s.value is None else s._replace(value=s.value + suffix)
+                                   for s in vs.siblings))
+    data = v.encode(vs)
+    assert v.purgeable(data, now, 5.0) == _purgeable_by_decoding(data, now, 5.0)
+
+
+@SETTINGS
+@given(states(1))
+def test_vv_of_stored_is_the_decoded_vv(state):
+    data = v.encode(state[0])
+    assert v.vv_of_stored(data) == v.decode(data).vv

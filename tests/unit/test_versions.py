@@ -252,6 +252,10 @@ def test_engine_hooks_report_garbage_as_corruption():
         v.merge_bytes(good, b"\xc1junk")
     with pytest.raises(Corruption):
         v.purgeable(b"\xc1junk", 1.0, 0.0)
+    with pytest.raises(Corruption):
+        v.vv_of_stored(b"\xc1junk")
+    with pytest.raises(Corruption):
+        v.vv_of_stored(_pack([1, ["a", -1], []]))
 
 
 def test_merge_bytes_is_join():
