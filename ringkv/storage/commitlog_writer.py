@@ -14,6 +14,9 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
   write arriving within the window waits for it, a sequential writer included (measured:
   1000 us halves a single client's put rate). A write after a quiet window is synced at
   once. Each group completes its futures with one ``call_soon_threadsafe`` per event loop.
+  A loop turn that appended at least ``inline_sync_min_records`` records (a pipelined
+  burst) instead fsyncs them itself at the end of the turn, as Redis does, and completes
+  its futures directly: the handoff to the thread costs more than the loop's wait there.
 * ``periodic``: the syncer thread fsyncs every ``sync_period_ms``.
 * ``off``: the syncer thread (or a writer past 1 MiB pending) writes without fsync.
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
@@ -50,7 +53,8 @@ class CommitLogWriter:
     def __init__(self, fs: Any, directory: str, segment_id: int, start_seq: int,
                  sync_mode: str, sync_period_ms: int, segment_bytes: int,
                  lock: threading.Lock, *, scheduler: Any = None,
-                 group_commit_window_us: int = 0, group_commit_min_writes: int = 1) -> None:
+                 group_commit_window_us: int = 0, group_commit_min_writes: int = 1,
+                 inline_sync_min_records: int = 0) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -74,6 +78,8 @@ class CommitLogWriter:
         self._window = max(group_commit_window_us, 0) / 1e6  # batch: least gap between fsyncs
         self._window_min = max(group_commit_min_writes, 1)  # ...when this many writes wait
         self._last_sync_end = 0.0  # time.monotonic() when the syncer's last group commit ended
+        self._inline_min = inline_sync_min_records if sync_mode == "batch" else 0
+        self.inline_syncs = 0  # group commits made by a loop turn itself (the rest: syncer)
         self.fsyncs = 0
         self.writes_synced = 0
         self._segment_id = segment_id - 1
@@ -184,6 +190,9 @@ class CommitLogWriter:
     def _kick(self, loop: Any) -> None:
         with self._waiters_lock:
             self._kick_loops.discard(loop)
+        if self._inline_min and self.appended_seq - self.written_seq >= self._inline_min:
+            self._sync_on_loop(loop)
+            return
         if not self._wake.is_set():  # set, it will still be cleared before the waiters are read
             self._wake.set()
 
@@ -306,6 +315,21 @@ class CommitLogWriter:
                 self._sync_cond.notify_all()
             self._resolve_waiters(self._error)
 
+    def _sync_on_loop(self, loop: Any) -> None:
+        """A big turn's group commit, made by the loop itself (see ``inline_sync_min_records``):
+        no wakeup of the syncer thread, no GIL handoff and no ``call_soon_threadsafe``; the
+        loop's own waiters complete here, those of other loops through their loops."""
+        try:
+            with self._sync_mutex:
+                if self._error is None:
+                    self._write_out(True)
+                    self.inline_syncs += 1
+        except BaseException:
+            pass  # recorded in _error; waiters get it below
+        with self._sync_cond:  # threads in wait_synced re-check
+            self._sync_cond.notify_all()
+        self._resolve_waiters(self._error, loop)
+
     def _sync_inline(self) -> None:
         """Scheduler mode: one group commit covering every waiter so far."""
         self._sync_deferred = False
@@ -327,7 +351,7 @@ class CommitLogWriter:
             pass  # recorded in _error; waiters get it below
         self._resolve_waiters(self._error)
 
-    def _resolve_waiters(self, error: BaseException | None) -> None:
+    def _resolve_waiters(self, error: BaseException | None, here: Any = None) -> None:
         with self._waiters_lock:
             if not self._waiters:
                 return
@@ -338,6 +362,9 @@ class CommitLogWriter:
         for _seq, loop, fut in ready:
             by_loop.setdefault(loop, []).append(fut)
         for loop, futs in by_loop.items():
+            if loop is here:  # called on that loop: complete now
+                _complete(futs, error)
+                continue
             try:
                 loop.call_soon_threadsafe(_complete, futs, error)
             except RuntimeError:

@@ -94,7 +94,8 @@ class Engine:
                                         self._seq, cfg.sync_mode, cfg.sync_period_ms, cfg.segment_bytes,
                                         self._lock, scheduler=scheduler,
                                         group_commit_window_us=cfg.group_commit_window_us,
-                                        group_commit_min_writes=cfg.group_commit_min_writes)
+                                        group_commit_min_writes=cfg.group_commit_min_writes,
+                                        inline_sync_min_records=cfg.inline_sync_min_records)
         except BaseException:
             for t in self._view[2]:
                 t.close()
@@ -362,7 +363,8 @@ class Engine:
             "blocks_read": ts.blocks_read, "block_cache_hits": ts.block_cache_hits,
             "bytes_read": ts.bytes_read, "block_cache_bytes": self._cache.size,
             "block_cache_capacity": self._cache.capacity,
-            "fsyncs": log.fsyncs if log else 0, "writes_synced": log.writes_synced if log else 0,
+            "fsyncs": log.fsyncs if log else 0, "inline_syncs": log.inline_syncs if log else 0,
+            "writes_synced": log.writes_synced if log else 0,
             "writes_per_fsync": (log.writes_synced / log.fsyncs) if log and log.fsyncs else 0.0,
             "memtable_bytes": mem.size, "immutable_memtables": len(imms),
             "flushes": bg.flushes, "compactions": bg.compactions, "write_stalls": bg.stalls,
@@ -376,7 +378,9 @@ class Engine:
 
     # -- asyncio ---------------------------------------------------------------------------
     async def aput(self, key: bytes, value: bytes, *, ttl: Optional[float] = None) -> None:
-        """:meth:`put` for the event loop: never blocks it (waits on a future)."""
+        """:meth:`put` for the event loop: waits on a future. (In ``batch`` mode a loop turn
+        that appended ``inline_sync_min_records`` or more records fsyncs them on the loop,
+        once, at the end of the turn; smaller turns never block it.)"""
         if ttl is None:
             fut = self.aput_nowait(key, value)
             if fut is not None:

@@ -441,11 +441,43 @@ def test_async_api(tmp_path, monkeypatch):
         assert await e.aget(b"t") == b"x"
         assert sync_threads and loop_thread not in sync_threads  # no fsync on the loop
 
-    with open_engine(tmp_path, StorageConfig(sync_mode="batch")) as e:
+    with open_engine(tmp_path, StorageConfig(sync_mode="batch", inline_sync_min_records=0)) as e:
         asyncio.run(main(e))
         assert e.stats()["writes_synced"] >= 51
     with open_engine(tmp_path) as e:
         assert e.get(b"k49") == b"v49" and e.get(b"k3") is None
+
+
+def test_a_big_turn_fsyncs_on_the_loop_a_small_one_on_the_syncer(tmp_path, monkeypatch):
+    from ringkv.storage import fs as fs_module
+
+    sync_threads: list[int] = []
+    original_sync = fs_module.WritableFile.sync
+
+    def recording_sync(self) -> None:
+        sync_threads.append(threading.get_ident())
+        original_sync(self)
+
+    monkeypatch.setattr(fs_module.WritableFile, "sync", recording_sync)
+
+    async def turn(e: Engine, prefix: bytes, count: int) -> set[int]:
+        sync_threads.clear()
+        futs = [e.aput_nowait(prefix + b"%d" % i, b"v") for i in range(count)]  # one turn
+        await asyncio.gather(*futs)
+        return set(sync_threads)
+
+    async def main(e: Engine) -> None:
+        loop_thread = threading.get_ident()
+        assert await turn(e, b"big", 100) == {loop_thread}
+        assert e.stats()["inline_syncs"] == 1
+        assert loop_thread not in await turn(e, b"small", 10)
+        assert e.stats()["inline_syncs"] == 1
+
+    with open_engine(tmp_path, StorageConfig(sync_mode="batch", inline_sync_min_records=64)) as e:
+        asyncio.run(main(e))
+        assert e.stats()["writes_synced"] == 110
+    with open_engine(tmp_path) as e:  # both turns' writes are on disk
+        assert e.get(b"big99") == b"v" and e.get(b"small9") == b"v"
 
 
 def test_zlib_compression(tmp_path):
