@@ -187,26 +187,28 @@ def encode(vs: VersionSet) -> bytes:
 
 def decode(data: bytes) -> VersionSet:
     """The set encoded in ``data``; raises InvalidRequest if it is not a well-formed set."""
+    flat_vv, flat_sib = _unpack(data)
+    vv = _vv_from_flat(flat_vv)
+    return _new_set(VersionSet, (vv, _siblings_from_flat(flat_sib, vv)))
+
+
+def _unpack(data: bytes) -> tuple[list[Any], list[Any]]:
+    """The flat vv and sibling arrays of an encoded set, its header checked."""
     try:
         fmt, flat_vv, flat_sib = msgpack.unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise InvalidRequest(f"malformed version set: {exc.__class__.__name__}") from None
     if type(fmt) is not int or fmt != FORMAT or type(flat_vv) is not list or type(flat_sib) is not list:
         raise InvalidRequest("malformed version set: bad header")
-    vv = _vv_from_flat(flat_vv)
-    return _new_set(VersionSet, (vv, _siblings_from_flat(flat_sib, vv)))
+    return flat_vv, flat_sib
 
 
 def live_values(data: bytes) -> list[bytes]:
     """``values(decode(data))`` without building the set: the live values of an encoded
     set, for readers that need no context (a RESP GET). Checks the header and the value
     fields it returns; raises InvalidRequest like ``decode`` for what it finds malformed."""
-    try:
-        fmt, flat_vv, flat_sib = msgpack.unpackb(data)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise InvalidRequest(f"malformed version set: {exc.__class__.__name__}") from None
-    if (type(fmt) is not int or fmt != FORMAT or type(flat_vv) is not list
-            or type(flat_sib) is not list or len(flat_sib) % 4):
+    flat_sib = _unpack(data)[1]
+    if len(flat_sib) % 4:
         raise InvalidRequest("malformed version set: bad header")
     if len(flat_sib) == 4:  # one sibling: the common case
         v = flat_sib[2]
@@ -314,13 +316,7 @@ def vv_of_stored(data: bytes) -> VersionVector:
     """The version vector of a stored set, without rebuilding its siblings (a blind write
     supersedes them all and needs only this); raises Corruption like the other hooks."""
     try:
-        fmt, flat_vv, flat_sib = msgpack.unpackb(data)
-    except Exception as exc:
-        raise Corruption("<version set>", 0, f"malformed version set: {exc.__class__.__name__}") from None
-    if type(fmt) is not int or fmt != FORMAT or type(flat_vv) is not list or type(flat_sib) is not list:
-        raise Corruption("<version set>", 0, "malformed version set: bad header")
-    try:
-        return _vv_from_flat(flat_vv)
+        return _vv_from_flat(_unpack(data)[0])
     except InvalidRequest as exc:
         raise Corruption("<version set>", 0, exc.message) from None
 

@@ -304,12 +304,7 @@ class CommitLogWriter:
                     delay = self._last_sync_end + self._window - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-            try:
-                with self._sync_mutex:
-                    if self._error is None:
-                        self._write_out(self._mode != "off")
-            except BaseException:
-                pass  # recorded in _error; waiters get it below
+            self._group_commit()
             self._last_sync_end = time.monotonic()
             with self._sync_cond:
                 self._sync_cond.notify_all()
@@ -319,13 +314,8 @@ class CommitLogWriter:
         """A big turn's group commit, made by the loop itself (see ``inline_sync_min_records``):
         no wakeup of the syncer thread, no GIL handoff and no ``call_soon_threadsafe``; the
         loop's own waiters complete here, those of other loops through their loops."""
-        try:
-            with self._sync_mutex:
-                if self._error is None:
-                    self._write_out(True)
-                    self.inline_syncs += 1
-        except BaseException:
-            pass  # recorded in _error; waiters get it below
+        if self._group_commit():
+            self.inline_syncs += 1
         with self._sync_cond:  # threads in wait_synced re-check
             self._sync_cond.notify_all()
         self._resolve_waiters(self._error, loop)
@@ -343,13 +333,20 @@ class CommitLogWriter:
             self._scheduler.defer("sync", self._periodic_inline, self._period)
 
     def _sync_round(self) -> None:
+        self._group_commit()
+        self._resolve_waiters(self._error)
+
+    def _group_commit(self) -> bool:
+        """Write out (and fsync unless ``off``) everything appended so far; True if it did.
+        A failure is recorded in ``_error``, where the caller's waiters find it."""
         try:
             with self._sync_mutex:
                 if self._error is None:
                     self._write_out(self._mode != "off")
+                    return True
         except BaseException:
-            pass  # recorded in _error; waiters get it below
-        self._resolve_waiters(self._error)
+            pass
+        return False
 
     def _resolve_waiters(self, error: BaseException | None, here: Any = None) -> None:
         with self._waiters_lock:
