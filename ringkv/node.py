@@ -330,32 +330,63 @@ class Node(GossipShell, ReplicaHandlers):
     # The node as the RESP front end sees it (ringkv.resp_commands.KvOps).
     kv_get, kv_put, kv_delete = get, put, delete
 
-    def kv_get_now(self, key: bytes, level: object) -> list[bytes] | None:
-        """``get``'s values when this node is the key's only replica (N=1): read at once,
-        without a future or the context (a RESP GET answers only values). None when the
-        read is not that case (the caller then uses ``get``). Same checks, counters and
-        errors as ``get``."""
-        if type(key) is not bytes or not key:
-            return None
-        token = token_for(key)
-        replicas = self.ring.replicas(token)
-        if len(replicas) != 1 or replicas[0] != self.node_id:
-            return None
-        self.counters["get"] += 1
-        key = self._key(key)
-        self._check_synced()
-        lvl = co.parse_level(level, self.config.cluster.read_level)
-        req = self._requirement(lvl, replicas)
-        full = self.rng.random() < self.config.cluster.full_read_chance  # as _start_get draws
-        if co.read_targets(req, replicas, self.membership.alive, self.node_id, full) != replicas:
-            self.counters["get"] -= 1  # get() counts it
-            return None
+    def kv_get_many(self, keys: list[bytes], level: object) -> list[Any]:
+        """``get``'s values for the plain GETs of one pipelined RESP group, each read at
+        once where this node is the key's only replica (N=1): no future, and no context
+        built (a RESP GET answers only values). Per key: the values, an exception (that
+        get's error, as ``get`` would raise it) or None (not this case: the caller uses
+        ``get``). Same checks, counters and errors as ``get``; what every key of the group
+        shares (the level, the liveness check, the membership sync) is worked out once."""
         try:
-            raw = self.engine.get(token.to_bytes(8, "big") + key)
+            lvl = co.parse_level(level, self.config.cluster.read_level)
+        except RingkvError:
+            return [None] * len(keys)  # get() raises it for each
+        me, ring_replicas, counters = self.node_id, self.ring.replicas, self.counters
+        draw, chance = self.rng.random, self.config.cluster.full_read_chance
+        checked = False  # the checks every key here shares (its replicas are [me]) passed
+        out: list[Any] = []
+        where: list[int] = []
+        skeys: list[bytes] = []
+        for key in keys:
+            if type(key) is not bytes or not key:
+                out.append(None)
+                continue
+            token = token_for(key)
+            replicas = ring_replicas(token)
+            if len(replicas) != 1 or replicas[0] != me:
+                out.append(None)
+                continue
+            counters["get"] += 1
+            try:
+                key = self._key(key)
+                if not checked:  # as get(): synced, level met, only this node to read
+                    self._check_synced()
+                    req = self._requirement(lvl, replicas)
+                    full = draw() < chance  # as _start_get draws
+                    if co.read_targets(req, replicas, self.membership.alive, me, full) != replicas:
+                        counters["get"] -= 1  # get() counts it
+                        out.append(None)
+                        continue
+                    checked = True
+                else:
+                    draw()  # every read draws once, as _start_get does
+            except RingkvError as exc:
+                out.append(exc)
+                continue
+            where.append(len(out))
+            out.append(None)
+            skeys.append(token.to_bytes(8, "big") + key)
+        if not skeys:
+            return out
+        try:
+            raws = self.engine.get_many(skeys)
         except RingkvError:  # get() takes the ReadOp path for these
-            self.counters["get"] -= 1
-            return None
-        return versions.live_values(raw) if raw is not None else []
+            counters["get"] -= len(skeys)
+            return out
+        live_values = versions.live_values
+        for i, raw in zip(where, raws):
+            out[i] = live_values(raw) if raw is not None else []
+        return out
 
     def kv_put_blind_many(self, items: list[tuple[bytes, bytes]],
                           level: object) -> tuple[list[Any], asyncio.Future | None]:

@@ -140,7 +140,7 @@ class Commands:
         self.table: dict[bytes, Spec] = {s.name.upper().encode(): s for s in self._specs()}
         # the pipelined hot path (resp_server): plain GET and SET, when the node offers it
         self.get_spec, self.set_spec = self.table[b"GET"], self.table[b"SET"]
-        self._get_now = getattr(ops, "kv_get_now", None)
+        self._get_many = getattr(ops, "kv_get_many", None)
         self._put_blind_many = getattr(ops, "kv_put_blind_many", None)
 
     def lookup(self, name: bytes) -> Spec | None:
@@ -287,13 +287,28 @@ class Commands:
         values, _ = await self.ops.kv_get(self._key(args[1]), s.read_level)
         return _single(values, s.nil)
 
-    def get_now(self, s: Session, args: Command) -> bytes | None:
-        """``GET key``'s reply computed at once when the node can answer without waiting
-        (``ops.kv_get_now``: it is the key's only replica), else None: run :meth:`get`."""
-        if self._get_now is None:
-            return None
-        values = self._get_now(self._key(args[1]), s.read_level)
-        return None if values is None else _single(values, s.nil)
+    def get_many(self, s: Session, cmds: list[Command]) -> list[Any]:
+        """Plain ``GET key`` commands of one pipelined group, answered at once where the
+        node can without waiting (``ops.kv_get_many``: it is the key's only replica).
+
+        Per command: its reply, an exception (its error reply) or None (run :meth:`get`)."""
+        if self._get_many is None:
+            return [None] * len(cmds)
+        outcomes: list[Any] = [None] * len(cmds)
+        keys, where = [], []
+        for i, args in enumerate(cmds):
+            try:
+                keys.append(self._key(args[1]))
+            except RingkvError as exc:
+                outcomes[i] = exc
+                continue
+            where.append(i)
+        if not keys:
+            return outcomes
+        nil = s.nil
+        for i, values in zip(where, self._get_many(keys, s.read_level)):
+            outcomes[i] = _single(values, nil) if values.__class__ is list else values
+        return outcomes
 
     def set_many(self, s: Session, cmds: list[Command]) -> tuple[list[Any], Any]:
         """Plain ``SET key value`` commands (no options) of one pipelined group, applied

@@ -15,10 +15,11 @@ Contracts:
 - No Task per command or per connection: a command starts as soon as it is parsed and
   is driven by the callbacks of the futures it awaits (:func:`_start_eager`); commands
   that do not touch the node (PING, INFO, CLIENT ...) are answered at parse time.
-- The hot path (:meth:`_RespConnection._run_group`): a plain GET the node can answer at
-  once (``Commands.get_now``) needs no coroutine or future, and a group's plain SETs are
-  applied together with one durability wait (``Commands.set_many``); each still gets the
-  reply, error and durability of its own command.
+- The hot path (:meth:`_RespConnection._run_group`): a group's plain GETs go to the node
+  together, and those it can answer at once (``Commands.get_many``) need no coroutine or
+  future; a group's plain SETs are applied together with one durability wait
+  (``Commands.set_many``); each still gets the reply, error and durability of its own
+  command.
 - Client input never stops the server or another connection: an unknown command or bad
   arguments get ``-ERR ...`` and the connection goes on; a node error gets a Redis-style
   error (``-UNAVAILABLE``, ``-TIMEOUT``, ``-TOOLARGE``, ...); bytes that are not RESP (or
@@ -255,34 +256,30 @@ class _RespConnection(asyncio.Protocol):
     def _run_group(self, slots: list[Any], close: bool) -> bool:
         """Start every call of the group; True if some are still running.
 
-        The hot path: a plain GET the node answers at once (its only replica is here)
-        is answered now, with no coroutine or future; the group's plain SETs go to the
-        node together (:meth:`_run_sets`), one durability wait for all of them."""
+        The hot path: the group's plain GETs go to the node together (:meth:`_run_gets`),
+        and those it answers at once (its only replica is here) need no coroutine or
+        future; its plain SETs go together too (:meth:`_run_sets`), one durability wait
+        for all of them."""
         idx = [i for i, s in enumerate(slots) if type(s) is not bytes]
         if not idx:
             return False
         self._slots, self._close_after = slots, close
         self._in_flight = len(idx)
         self._starting = True
-        commands, session = self.commands, self.session
+        gets: list[int] = []
         sets: list[int] = []
         try:
             for i in idx:
                 call = slots[i]
                 kind = call.kind
                 if kind == _GET:
-                    try:
-                        reply = commands.get_now(session, call.args)
-                    except Exception as exc:  # every error of a command is a reply
-                        reply = self._call_failed(exc)
-                    if reply is not None:
-                        slots[i] = reply
-                        self._in_flight -= 1
-                        continue
+                    gets.append(i)  # the group's keys do not conflict: order is free
                 elif kind == _SET:
-                    sets.append(i)  # the group's keys do not conflict: order is free
-                    continue
-                self._start(i, call)
+                    sets.append(i)
+                else:
+                    self._start(i, call)
+            if gets:
+                self._run_gets(slots, gets)
             if sets:
                 self._run_sets(slots, sets)
         finally:
@@ -292,6 +289,23 @@ class _RespConnection(asyncio.Protocol):
     def _start(self, i: int, call: _Call) -> None:
         _start_eager(call.spec.handler(self.session, call.args),
                      functools.partial(self._call_done, i), self._call_failed)
+
+    def _run_gets(self, slots: list[Any], gets: list[int]) -> None:
+        """The group's plain GETs (slots ``gets``): answered together by the node where it
+        can (:meth:`Commands.get_many`); the others run as usual."""
+        try:
+            outcomes = self.commands.get_many(self.session, [slots[i].args for i in gets])
+        except Exception as exc:  # every error of a command is a reply
+            outcomes = [exc] * len(gets)
+        for i, outcome in zip(gets, outcomes):
+            if outcome is None:
+                self._start(i, slots[i])
+            elif outcome.__class__ is bytes:
+                slots[i] = outcome
+                self._in_flight -= 1
+            else:
+                slots[i] = self._call_failed(outcome)
+                self._in_flight -= 1
 
     def _run_sets(self, slots: list[Any], sets: list[int]) -> None:
         """The group's plain SETs (slots ``sets``): applied together by the node where it

@@ -76,6 +76,7 @@ class Engine:
         self._closed = True  # until open completes
         self._log: Optional[CommitLogWriter] = None
         self._gets = self._touched = self._bloom_neg = self._bloom_fp = self._range_skips = 0
+        self._probe_cache: tuple = ((), ())  # (tables, their probes): _probes_of
         self._puts = self._deletes = 0
         self._mem_limit = cfg.memtable_bytes
         self._batch = cfg.sync_mode == "batch"
@@ -187,35 +188,35 @@ class Engine:
         if self._closed:
             raise Closed("engine is closed")
         self._gets += 1
-        if self._merge is not None:
-            return self._get_merged(key, mem, imms, tables)
-        e = mem.data.get(key)
-        if e is None:
-            for im in imms:
-                e = im.data.get(key)
-                if e is not None:
-                    break
-        if e is not None:
-            return e if e.__class__ is bytes else visible(e, self._clock.now())
-        h = key_hash(key)
-        touched = 0
-        for t in tables:
-            if key < t.min_key or key > t.max_key:
-                self._range_skips += 1
-                continue
-            if not t.may_contain(h):
-                self._bloom_neg += 1
-                continue
-            touched += 1
-            e = t.get(key)
-            if e is not None:
-                self._touched += touched
-                return e if e.__class__ is bytes else visible(e, self._clock.now())
-            self._bloom_fp += 1
-        self._touched += touched
-        return None
+        return self._lookup(key, mem, imms, self._probes_of(tables))
 
-    def _get_merged(self, key: bytes, mem: Memtable, imms: tuple, tables: tuple) -> Optional[bytes]:
+    def get_many(self, keys: list[bytes]) -> list[Optional[bytes]]:
+        """:meth:`get` of each key, all from one view (a pipelined group of reads)."""
+        mem, imms, tables = self._view
+        if self._closed:
+            raise Closed("engine is closed")
+        self._gets += len(keys)
+        probes, lookup = self._probes_of(tables), self._lookup
+        return [lookup(key, mem, imms, probes) for key in keys]
+
+    def _probes_of(self, tables: tuple) -> tuple:
+        """``(min_key, max_key, may_contain, get)`` of each table, for one table set.
+
+        Why: a read asks up to four things of every table it passes, and each is an
+        attribute lookup on the reader object; taken once per table set (the set changes
+        only at a flush or a compaction) they are four tuple items. The cache is one
+        ``(tables, probes)`` pair, replaced whole, so a reader on another thread sees the
+        old pair or the new one."""
+        cached = self._probe_cache
+        if cached[0] is tables:
+            return cached[1]
+        probes = tuple((t.min_key, t.max_key, t.may_contain, t.get) for t in tables)
+        self._probe_cache = (tables, probes)
+        return probes
+
+    def _lookup(self, key: bytes, mem: Memtable, imms: tuple, probes: tuple) -> Optional[bytes]:
+        """The visible value of ``key`` in one view: memtables, then tables, newest first,
+        merging operands (merge mode) until an entry is final."""
         merge = self._merge
         acc = mem.data.get(key)
         if acc is None or not is_final(acc, merge):
@@ -226,29 +227,40 @@ class Engine:
                     if is_final(acc, merge):
                         break
             else:
-                acc = self._fold_tables(key, acc, tables)
-        return None if acc is None else visible(acc, self._clock.now())
+                acc = self._fold_tables(key, acc, probes)
+        if acc is None:
+            return None
+        return acc if acc.__class__ is bytes else visible(acc, self._clock.now())
 
-    def _fold_tables(self, key: bytes, acc: Any, tables: tuple) -> Any:
+    def _fold_tables(self, key: bytes, acc: Any, probes: tuple) -> Any:
+        """``acc`` (what the memtables hold for ``key``, or None) with the tables' entries
+        folded in under it, newest first, until final. Each table is guarded by its key
+        range and its bloom filter, in that order."""
         merge = self._merge
         h = key_hash(key)
-        touched = 0
-        for t in tables:
-            if key < t.min_key or key > t.max_key:
-                self._range_skips += 1
+        touched = skips = negatives = false_positives = 0
+        for lo, hi, may_contain, table_get in probes:
+            if key < lo or key > hi:
+                skips += 1
                 continue
-            if not t.may_contain(h):
-                self._bloom_neg += 1
+            if not may_contain(h):
+                negatives += 1
                 continue
             touched += 1
-            e = t.get(key)
+            e = table_get(key)
             if e is None:
-                self._bloom_fp += 1
+                false_positives += 1
                 continue
             acc = e if acc is None else combine(e, acc, merge)
             if is_final(acc, merge):
                 break
         self._touched += touched
+        if skips:
+            self._range_skips += skips
+        if negatives:
+            self._bloom_neg += negatives
+        if false_positives:
+            self._bloom_fp += false_positives
         return acc
 
     def _snapshot(self, lo: bytes, hi: Optional[bytes]) -> tuple[list, Any, Any]:

@@ -52,11 +52,15 @@ def test_pipelined_sets_and_gets_reply_in_order_with_per_command_errors(one_node
         p.get("opt")
         for i in range(40):
             p.get(f"k{i}")
+            if i == 20:
+                p.get("K" * 1025)               # over limits.max_key_bytes: its own error
 
     out = _pipeline(r, build)
     assert out[:40] == [True] * 40
     assert isinstance(out[40], ResponseError) and str(out[40]).startswith("TOOLARGE")
     assert out[41:47] == [b"v3", True, b"again", None, True, b"1"]
+    assert isinstance(out[68], ResponseError) and str(out[68]).startswith("TOOLARGE")
+    del out[68]
     assert out[47:] == [b"again" if i == 3 else f"v{i}".encode() for i in range(40)]
     after = node.http_json("/status")["counters"]
     # every put and get counted exactly once (40 + 1 + 1 sets ok; the TooLarge one never
@@ -78,7 +82,8 @@ def test_get_of_siblings_is_an_error_and_levels_apply(one_node):
     r.set("cart", "resolved")  # a plain SET supersedes what the only replica holds
     assert r.get("cart") == b"resolved"
     r.execute_command("RINGKV.LEVEL", "TWO", "TWO")  # one replica cannot meet TWO
-    out = _pipeline(r, lambda p: (p.set("a", "1"), p.set("b", "2"), p.get("cart")))
+    out = _pipeline(r, lambda p: (p.set("a", "1"), p.set("b", "2"), p.get("cart"), p.get("b")))
+    assert len(out) == 4
     for e in out:
         assert isinstance(e, ResponseError) and str(e).startswith("UNAVAILABLE"), e
     r.execute_command("RINGKV.LEVEL", "-", "-")

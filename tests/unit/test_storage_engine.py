@@ -55,11 +55,14 @@ def test_reads_agree_across_flush_and_restart(tmp_path):
                 e.put(k, b"v%d" % i)
                 expect[k] = b"v%d" % i
         assert e.stats()["flushes"] > 0  # small memtable: several flushes happened
-        for k in (b"key%05d" % j for j in range(1700)):
+        all_keys = [b"key%05d" % j for j in range(1700)]
+        for k in all_keys:
             assert e.get(k) == expect.get(k)
+        assert e.get_many(all_keys) == [expect.get(k) for k in all_keys]
     with open_engine(tmp_path) as e:
-        for k in (b"key%05d" % j for j in range(1700)):
+        for k in all_keys:
             assert e.get(k) == expect.get(k)
+        assert e.get_many(all_keys + [b"nokey"]) == [expect.get(k) for k in all_keys] + [None]
         assert list(e.scan()) == sorted(expect.items())
 
 
@@ -127,6 +130,7 @@ def test_merge_mode_merges_everywhere(tmp_path):
         e.flush()
         e.put(b"s", b"c")
         assert e.get(b"s") == b"a,b,c"
+        assert e.get_many([b"s", b"t", b"s"]) == [b"a,b,c", None, b"a,b,c"]
         e.compact()
         assert e.get(b"s") == b"a,b,c"
         e.delete(b"s")
@@ -281,6 +285,10 @@ def test_reads_never_go_back_in_time_during_flushes_and_compactions(tmp_path):
                     if n < seen[k]:
                         errors.append(f"{k!r} went back from {seen[k]} to {n}")
                     seen[k] = n
+                for k, v in zip(keys, e.get_many(keys)):  # one view for all of them
+                    if int(v) < seen[k]:
+                        errors.append(f"get_many: {k!r} went back from {seen[k]} to {int(v)}")
+                    seen[k] = int(v)
                 got = [k for k, _ in e.scan()]
                 if got != keys:
                     errors.append("scan lost or reordered keys")
