@@ -200,8 +200,11 @@ class NodeConfig:
     dc: str = "dc1"  # data center name
     rack: str = "rack1"  # rack name
     num_tokens: int = 64  # virtual nodes (tokens) this node owns; see docs/ring-balance.md
+    gc_young_threshold: int = 50_000  # allocations between young-generation collections of the server process's cyclic GC (Python's default, 700, made GC ~9% of a loaded node's main thread: docs/decisions.md D29); 0 = Python's default
 
     def validate(self) -> None:
+        if self.gc_young_threshold < 0:
+            raise ConfigError("node.gc_young_threshold", "must be >= 0 (0 = Python's default)")
         if not 0 < self.port < 65536:
             raise ConfigError("node.port", "must be in 1..65535")
         if not -1 <= self.resp_port < 65536:
