@@ -22,6 +22,7 @@ def test_defaults_and_presets_validate():
     ({"storage": {"bloom_fp_rate": 0.9}}, "storage.bloom_fp_rate"),
     ({"node": {"port": 70000}}, "node.port"),
     ({"node": {"resp_port": -5}}, "node.resp_port"),
+    ({"node": {"gc_young_threshold": -1}}, "node.gc_young_threshold"),
     ({"cluster": {"replication": {}}}, "cluster.replication"),
     ({"membership": {"fanout": 0}}, "membership.fanout"),
     ({"limits": {"max_frame_bytes": 10}}, "limits.max_frame_bytes"),
