@@ -39,11 +39,12 @@ def serve(config: RingkvConfig) -> None:
 def _tune_gc(young_threshold: int) -> None:
     """Collect the young generation every ``young_threshold`` allocations instead of 700.
 
-    Why (docs/decisions.md D29): a node's big containers -- the active memtable's dict,
-    re-tracked by the GC each time a tracked entry goes in, and the lists a flush or a
-    compaction builds -- sit in the young generations, so every young collection walks
-    them; at 700 that was ~9% of a loaded node's main thread. The older generations keep
-    Python's ratios, so cycles are still collected, just in larger, rarer steps."""
+    Why (docs/decisions.md D29): a node holds a few very big containers (memtable dicts,
+    the block cache, SSTable index lists). Python starts a full collection by counting
+    objects, and such a container is one object, so at 700 full collections came often,
+    each walking every entry (~45 ms): with the young ones ~9% of a loaded node's main
+    thread. The older generations keep Python's ratios, so cycles are still collected,
+    in larger and rarer steps."""
     if young_threshold:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(young_threshold, older, oldest)
