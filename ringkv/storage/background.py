@@ -295,4 +295,5 @@ class Background:
             if drop_imm is not None:
                 imms = tuple(m for m in imms if m is not drop_imm)
             e._view = (mem, imms, tables)
+            e._probe_cache = ((), ())  # holds the old readers (and their open files) otherwise
             e._state = state

@@ -206,7 +206,8 @@ class Engine:
         attribute lookup on the reader object; taken once per table set (the set changes
         only at a flush or a compaction) they are four tuple items. The cache is one
         ``(tables, probes)`` pair, replaced whole, so a reader on another thread sees the
-        old pair or the new one."""
+        old pair or the new one; installing a new table set clears it (background.py), so
+        it never keeps a replaced table's reader, and its deleted file, open."""
         cached = self._probe_cache
         if cached[0] is tables:
             return cached[1]
