@@ -330,6 +330,15 @@ class Node(GossipShell, ReplicaHandlers):
     # The node as the RESP front end sees it (ringkv.resp_commands.KvOps).
     kv_get, kv_put, kv_delete = get, put, delete
 
+    def _sole_replica_token(self, key: object) -> int | None:
+        """The token of ``key`` if it is non-empty bytes and this node is its only replica
+        (the case the RESP batch paths below take), else None."""
+        if type(key) is not bytes or not key:
+            return None
+        token = token_for(key)
+        replicas = self.ring.replicas(token)
+        return token if len(replicas) == 1 and replicas[0] == self.node_id else None
+
     def kv_get_many(self, keys: list[bytes], level: object) -> list[Any]:
         """``get``'s values for the plain GETs of one pipelined RESP group, each read at
         once where this node is the key's only replica (N=1): no future, and no context
@@ -341,19 +350,17 @@ class Node(GossipShell, ReplicaHandlers):
             lvl = co.parse_level(level, self.config.cluster.read_level)
         except RingkvError:
             return [None] * len(keys)  # get() raises it for each
-        me, ring_replicas, counters = self.node_id, self.ring.replicas, self.counters
+        me, counters = self.node_id, self.counters
+        replicas = [me]  # every key read here has these replicas
         draw, chance = self.rng.random, self.config.cluster.full_read_chance
         checked = False  # the checks every key here shares (its replicas are [me]) passed
         out: list[Any] = []
         where: list[int] = []
         skeys: list[bytes] = []
+        sole = self._sole_replica_token
         for key in keys:
-            if type(key) is not bytes or not key:
-                out.append(None)
-                continue
-            token = token_for(key)
-            replicas = ring_replicas(token)
-            if len(replicas) != 1 or replicas[0] != me:
+            token = sole(key)
+            if token is None:
                 out.append(None)
                 continue
             counters["get"] += 1
@@ -404,14 +411,12 @@ class Node(GossipShell, ReplicaHandlers):
             return [False] * len(items), None  # put() raises it for each
         out: list[Any] = []
         applied = False
-        me, ring_replicas, moving = self.node_id, self.ring.replicas, self._view.moving
+        moving = self._view.moving
+        replicas = [self.node_id]  # every key applied here has these replicas
+        sole = self._sole_replica_token
         for key, value in items:
-            if type(key) is not bytes or not key or type(value) is not bytes or moving:
-                out.append(False)
-                continue
-            token = token_for(key)
-            replicas = ring_replicas(token)
-            if len(replicas) != 1 or replicas[0] != me:
+            token = None if type(value) is not bytes or moving else sole(key)
+            if token is None:
                 out.append(False)
                 continue
             self.counters["put"] += 1
