@@ -15,7 +15,8 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMPILED = runpy.run_path(os.path.join(HERE, "ringkv", "compiled.py"))["COMPILED"]
+_LISTS = runpy.run_path(os.path.join(HERE, "ringkv", "compiled.py"))
+COMPILED, NATIVE = _LISTS["COMPILED"], _LISTS["NATIVE"]
 
 
 def _say(msg: str) -> None:
@@ -47,6 +48,7 @@ def _extensions() -> list:
         _say("Cython not available: not compiling")
         return []
     paths = [os.path.join(*name.split(".")) + ".py" for name in COMPILED]
+    paths += [os.path.join(*name.split(".")) + ".pyx" for name in NATIVE]
     return cythonize(paths, language_level=3, quiet=True, nthreads=os.cpu_count() or 1,
                      build_dir="build/cython",
                      compiler_directives={"binding": True, "embedsignature": True,

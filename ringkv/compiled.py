@@ -23,6 +23,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 #: Modules on the request, storage and simulation paths, compiled when a C compiler is
 #: available. Not here: entry points run with ``python -m`` (Cython modules cannot be
@@ -62,14 +63,22 @@ COMPILED: tuple[str, ...] = (
     "ringkv.storage.sstable_writer",
 )
 
+#: Modules that exist only as extensions (Cython ``.pyx`` beside no ``.py``): code that needs
+#: C without the GIL. Each has a Python fallback where it is used; ``load_native`` returns
+#: None (so the caller takes it) when the module is not built, is older than its ``.pyx``,
+#: or ``RINGKV_PURE_PYTHON`` asks for source.
+NATIVE: tuple[str, ...] = (
+    "ringkv.storage.fsync_thread",
+)
+
 PURE_ENV = "RINGKV_PURE_PYTHON"
 _ROOT = Path(__file__).resolve().parent.parent
 _status: dict[str, str] = {}
 
 
 def source_path(name: str) -> Path:
-    """The ``.py`` file of a listed module."""
-    return _ROOT.joinpath(*name.split(".")).with_suffix(".py")
+    """The source of a listed module: its ``.py`` file (``.pyx`` for one in NATIVE)."""
+    return _ROOT.joinpath(*name.split(".")).with_suffix(".pyx" if name in NATIVE else ".py")
 
 
 def extension_path(name: str) -> Path | None:
@@ -88,7 +97,7 @@ def decide(source: Path, extension: Path | None, pure: bool) -> str:
         return "source (not built)"
     if pure:
         return f"source ({PURE_ENV}=1)"
-    if extension.stat().st_mtime < source.stat().st_mtime:
+    if source.exists() and extension.stat().st_mtime < source.stat().st_mtime:
         return "source (build older than source: run `make install`)"
     return "compiled"
 
@@ -118,9 +127,10 @@ def install() -> None:
     """Decide, once per process, which build of each listed module loads."""
     if _status:
         return
-    for name in COMPILED:
+    for name in COMPILED + NATIVE:
         _status[name] = decide(source_path(name), extension_path(name), wants_source(name))
-    from_source = {n for n, s in _status.items() if s != "compiled" and extension_path(n)}
+    from_source = {n for n, s in _status.items()
+                   if s != "compiled" and extension_path(n) and n not in NATIVE}
     if from_source:
         sys.meta_path.insert(0, _SourceFirst(from_source))
 
@@ -129,6 +139,13 @@ def status() -> dict[str, str]:
     """Module name -> "compiled" or "source (why)", as decided by ``install()``."""
     install()
     return dict(_status)
+
+
+def load_native(name: str) -> Any:
+    """The extension module ``name`` (one of NATIVE) if it is to run, else None."""
+    if status().get(name) != "compiled":
+        return None
+    return importlib.import_module(name)
 
 
 def all_compiled() -> bool:

@@ -17,6 +17,11 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
   A loop turn that appended at least ``inline_sync_min_records`` records (a pipelined
   burst) instead fsyncs them itself at the end of the turn, as Redis does, and completes
   its futures directly: the handoff to the thread costs more than the loop's wait there.
+  With the native fsync thread (``ringkv.storage.fsync_thread``, D30; real files, no
+  window), the loop writes a turn's records to the segment itself and hands only the
+  fdatasync to a C thread that never takes the GIL; an eventfd the loop watches tells it
+  when they are durable, and it completes its futures directly. Waiters of other loops,
+  and builds without the extension, use the Python syncer thread as above.
 * ``periodic``: the syncer thread fsyncs every ``sync_period_ms``.
 * ``off``: the syncer thread (or a writer past 1 MiB pending) writes without fsync.
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
@@ -30,6 +35,7 @@ the engine lock, never the reverse.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -38,6 +44,7 @@ from typing import Any
 
 from crc32c import crc32c
 
+from ringkv import compiled
 from ringkv.errors import Closed
 from ringkv.storage import commitlog_format as fmt
 
@@ -89,6 +96,16 @@ class CommitLogWriter:
         # deferred callback and periodic syncs re-arm themselves
         self._scheduler = scheduler
         self._sync_deferred = False
+        # the native fsync thread (D30): batch mode on real files, with no group-commit
+        # window (the C thread syncs as soon as asked), and only for the first loop to kick
+        self._native: Any = None
+        self._native_loop: Any = None
+        self._native_fsyncs = 0  # the C thread's fsync count already added to self.fsyncs
+        if (scheduler is None and sync_mode == "batch" and not self._window
+                and hasattr(self._file, "fileno")):
+            native = compiled.load_native("ringkv.storage.fsync_thread")
+            if native is not None:
+                self._native = native.FsyncThread(self._file.fileno(), self.synced_seq)
         self._thread: threading.Thread | None = None
         if scheduler is None:
             self._thread = threading.Thread(target=self._syncer, name="ringkv-syncer", daemon=True)
@@ -193,8 +210,89 @@ class CommitLogWriter:
         if self._inline_min and self.appended_seq - self.written_seq >= self._inline_min:
             self._sync_on_loop(loop)
             return
+        if self._native is not None and not self._stop and self._native_on(loop):
+            self._native_kick(loop)
+            return
         if not self._wake.is_set():  # set, it will still be cleared before the waiters are read
             self._wake.set()
+
+    def _native_on(self, loop: Any) -> bool:
+        """True if ``loop``'s waiters go to the native fsync thread: the first loop to ask
+        starts watching its eventfd; others (and a loop without add_reader) do not."""
+        if self._native_loop is loop:
+            return True
+        if self._native_loop is not None:
+            return False
+        try:
+            loop.add_reader(self._native.fileno(), self._native_done)
+        except (NotImplementedError, RuntimeError):
+            return False
+        self._native_loop = loop
+        return True
+
+    def _native_kick(self, loop: Any) -> None:
+        """End of a loop turn: write the turn's records to the segment, then ask the C
+        thread to fdatasync it; ``_native_done`` completes the waiters. A segment roll
+        (fsyncs and a new file) or a sync running elsewhere would block the loop: the
+        Python thread takes that round (it completes every loop's waiters)."""
+        if (self._roll_requested or self._file.size >= self._segment_bytes
+                or not self._sync_mutex.acquire(blocking=False)):
+            if not self._wake.is_set():
+                self._wake.set()
+            return
+        try:
+            self._check()
+            self._write_out(False, may_roll=False)
+        except BaseException:  # recorded in _error (or it already was): fail the waiters
+            self._sync_mutex.release()
+            self._resolve_waiters(self._error, loop)
+            return
+        self._sync_mutex.release()
+        if self.written_seq <= self.synced_seq:  # another path synced it all meanwhile
+            self._resolve_waiters(self._error, loop)
+            return
+        self._native.request(self._file.fileno(), self.written_seq)
+
+    def _native_done(self) -> None:
+        """The eventfd reader (on the native loop): take the C thread's progress, complete
+        the waiters it covers, or fail them all after a failed fdatasync."""
+        done, err, fsyncs = self._native.drain()
+        if self._stop:
+            return  # close() resolves every waiter itself
+        with self.lock:
+            if done > self.synced_seq:
+                self.writes_synced += done - self.synced_seq
+                self.synced_seq = done
+            self.fsyncs += fsyncs - self._native_fsyncs
+            self._native_fsyncs = fsyncs
+        if err and self._error is None:
+            self._error = OSError(err, os.strerror(err))
+            log.error("commit log fsync failed: %s", self._error)
+        if self._in_wait:  # threads in wait_synced re-check
+            with self._sync_cond:
+                self._sync_cond.notify_all()
+        self._resolve_waiters(self._error, self._native_loop)
+
+    def _native_release(self) -> None:
+        """close(): stop watching the eventfd (on its loop) and close it."""
+        native, loop = self._native, self._native_loop
+        if native is None:
+            return
+        if loop is None:
+            native.close_eventfd()
+            return
+
+        def release() -> None:
+            loop.remove_reader(native.fileno())
+            native.close_eventfd()
+
+        try:
+            if asyncio._get_running_loop() is loop:
+                release()
+            else:
+                loop.call_soon_threadsafe(release)
+        except RuntimeError:  # the loop is closed, and its watch with it
+            native.close_eventfd()
 
     def sync(self) -> None:
         """Write out and fsync everything appended so far (any mode)."""
@@ -219,6 +317,8 @@ class CommitLogWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        if self._native is not None:
+            self._native.stop()
         with self._sync_mutex:
             try:
                 if self._error is None:
@@ -229,8 +329,14 @@ class CommitLogWriter:
                 self._file.close()
                 if self._error is None:
                     self._error = Closed("commit log closed")
+                self._native_release()
         with self._sync_cond:  # followers re-check: covered, or see the Closed error
             self._sync_cond.notify_all()
+
+    @property
+    def fsync_thread(self) -> str:
+        """Which thread syncs the event loop's writes: "native" (D30) or "python"."""
+        return "native" if self._native is not None else "python"
 
     @property
     def segment_id(self) -> int:
@@ -242,22 +348,29 @@ class CommitLogWriter:
             raise self._error if isinstance(self._error, Closed) else Closed(
                 f"commit log failed: {self._error}")
 
-    def _write_out(self, fsync: bool) -> None:
+    def _write_out(self, fsync: bool, may_roll: bool = True) -> None:
+        """Write pending records out (and fsync them if ``fsync``); roll to a new segment
+        if one was asked for or this one is full, unless ``may_roll`` is False."""
         try:
             with self.lock:
                 chunks, self._pending, self._pending_bytes = self._pending, [], 0
                 last = self.appended_seq
-                roll, self._roll_requested = self._roll_requested, False
+                roll = self._roll_requested and may_roll
+                if roll:
+                    self._roll_requested = False
             if chunks:
                 self._file.write(b"".join(chunks))
                 self._seg_max_seq = last
                 self.written_seq = last
             if fsync and self.synced_seq < last:
                 self._file.sync()
-                self.fsyncs += 1
-                self.writes_synced += last - self.synced_seq
-                self.synced_seq = last
-            if (roll or self._file.size >= self._segment_bytes) and self._seg_max_seq > self._seg_start:
+                with self.lock:  # the native loop's _native_done updates these too
+                    self.fsyncs += 1
+                    if last > self.synced_seq:
+                        self.writes_synced += last - self.synced_seq
+                        self.synced_seq = last
+            if (roll or (may_roll and self._file.size >= self._segment_bytes)) \
+                    and self._seg_max_seq > self._seg_start:
                 self._roll()
         except BaseException as e:  # an fsync failure leaves the file state unknown
             if self._error is None:
@@ -270,9 +383,12 @@ class CommitLogWriter:
     def _roll(self) -> None:
         if self._mode != "off":
             self._file.sync()
-        self._file.close()
+        old = self._file
         self._closed_segments.append((self._segment_id, self._seg_max_seq))
         self._open_segment(self._segment_id + 1)
+        if self._native is not None:  # no sync of the old file runs once this returns;
+            self._native.set_fd(self._file.fileno())  # the old one is synced above
+        old.close()
 
     def _open_segment(self, segment_id: int) -> None:
         path = os.path.join(self._dir, fmt.segment_name(segment_id))

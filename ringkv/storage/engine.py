@@ -377,6 +377,7 @@ class Engine:
             "bytes_read": ts.bytes_read, "block_cache_bytes": self._cache.size,
             "block_cache_capacity": self._cache.capacity,
             "fsyncs": log.fsyncs if log else 0, "inline_syncs": log.inline_syncs if log else 0,
+            "fsync_thread": log.fsync_thread if log else "none",
             "writes_synced": log.writes_synced if log else 0,
             "writes_per_fsync": (log.writes_synced / log.fsyncs) if log and log.fsyncs else 0.0,
             "memtable_bytes": mem.size, "immutable_memtables": len(imms),

@@ -42,6 +42,10 @@ class WritableFile:
         which is all an append needs; cheaper than a full fsync)."""
         _datasync(self._fd)
 
+    def fileno(self) -> int:
+        """The OS file descriptor (for the native fsync thread, D30)."""
+        return self._fd
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

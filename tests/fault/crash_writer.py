@@ -2,14 +2,17 @@
 
 Opens the engine in ``batch`` mode with a tiny memtable and a low compaction threshold so
 flushes and compactions run all the time, then writes puts and deletes from several
-threads forever. Each thread owns its keys and reports on stdout, one line per os.write
+threads forever (``threads`` mode: blocking ``put``/``delete``) or from as many coroutines
+on one event loop (``async`` mode: ``aput``/``adelete``, whose durability waits go to the
+native fsync thread when it is built, D30). Each thread owns its keys and reports on stdout, one line per os.write
 (atomic on a pipe): ``I <thread> <key> <value|->`` before an op and ``A <thread>`` once the
 op returned (acknowledged). A monitor line ``S <flushing> <compacting> <flushes>
-<compactions>`` is printed every few milliseconds.
+<compactions> <fsync thread>`` is printed every few milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import sys
@@ -44,15 +47,47 @@ def writer(e: Engine, t: int, seed: int) -> None:
         emit(f"A {t}")
 
 
+async def async_writer(e: Engine, t: int, seed: int) -> None:
+    rnd = random.Random(seed * 1000 + t)
+    n = 0
+    while True:
+        key = f"t{t}-k{rnd.randrange(KEYS_PER_THREAD)}"
+        n += 1
+        if rnd.random() < 0.25:
+            emit(f"I {t} {key} -")
+            await e.adelete(key.encode())
+        else:
+            val = f"{seed}.{t}.{n}" + "x" * rnd.randrange(60)
+            emit(f"I {t} {key} {val}")
+            await e.aput(key.encode(), val.encode())
+        emit(f"A {t}")
+
+
+def status_line(e: Engine) -> str:
+    st = e.stats()
+    return f"S {st['flushing']} {st['compacting']} {st['flushes']} {st['compactions']} {st['fsync_thread']}"
+
+
+async def async_main(e: Engine, writers: int, seed: int) -> None:
+    for t in range(writers):
+        asyncio.ensure_future(async_writer(e, t, seed))
+    while True:
+        emit(status_line(e))
+        await asyncio.sleep(0.003)
+
+
 def main() -> None:
-    path, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    path, seed, writers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    mode = sys.argv[4] if len(sys.argv) > 4 else "threads"
     e = Engine.open(path, CONFIG)
     emit("READY")
-    for t in range(threads):
+    if mode == "async":
+        asyncio.run(async_main(e, writers, seed))
+        return
+    for t in range(writers):
         threading.Thread(target=writer, args=(e, t, seed), daemon=True).start()
     while True:
-        st = e.stats()
-        emit(f"S {st['flushing']} {st['compacting']} {st['flushes']} {st['compactions']}")
+        emit(status_line(e))
         time.sleep(0.003)
 
 

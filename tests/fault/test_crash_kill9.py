@@ -1,4 +1,4 @@
-"""Crash safety with real processes: a batch-mode writer with concurrent threads is killed
+"""Crash safety with real processes: a batch-mode writer with concurrent threads (or coroutines) is killed
 with SIGKILL at random moments (also mid-flush and mid-compaction); after each restart
 every acknowledged write is there with its last acknowledged value and no acknowledged
 delete is undone. An op in flight at the kill may or may not have happened."""
@@ -13,6 +13,9 @@ import sys
 import threading
 import time
 
+import pytest
+
+from ringkv import compiled
 from ringkv.storage import Engine
 from tests.fault.crash_writer import CONFIG, KEYS_PER_THREAD
 
@@ -31,6 +34,7 @@ class Observer:
         self.acks = 0
         self.ready = threading.Event()
         self.last_status = (0, 0, 0, 0)
+        self.fsync_thread = ""
         self.cond = threading.Condition()
 
     def feed(self, stream) -> None:
@@ -49,8 +53,9 @@ class Observer:
                 with self.cond:
                     self.acks += 1
                     self.cond.notify_all()
-            elif parts[0] == "S" and len(parts) == 5:
-                self.last_status = tuple(int(x) for x in parts[1:])  # type: ignore[assignment]
+            elif parts[0] == "S" and len(parts) == 6:
+                self.last_status = tuple(int(x) for x in parts[1:5])  # type: ignore[assignment]
+                self.fsync_thread = parts[5]
 
 
 def verify(path: str, model: dict[str, str | None], pending: dict[int, tuple[str, str | None]]) -> None:
@@ -71,7 +76,11 @@ def verify(path: str, model: dict[str, str | None], pending: dict[int, tuple[str
         assert {k.decode() for k, _ in e.scan()} == live
 
 
-def test_sigkill_during_concurrent_batch_writes(tmp_path):
+@pytest.mark.parametrize("mode,wanted", [("threads", KILLS), ("async", KILLS // 2)])
+def test_sigkill_during_concurrent_batch_writes(tmp_path, mode, wanted):
+    """``threads``: blocking writes from threads (group commit by a leader thread);
+    ``async``: aput/adelete from coroutines on one loop (the native fsync thread, D30,
+    in a compiled build; the Python syncer thread in a source one)."""
     rnd = random.Random(2024)
     path = str(tmp_path / "db")
     model: dict[str, str | None] = {}
@@ -79,10 +88,10 @@ def test_sigkill_during_concurrent_batch_writes(tmp_path):
     kills = mid_flush = mid_compaction = 0
     total_acks = 0
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    while kills < KILLS:
+    while kills < wanted:
         assert time.monotonic() - started < DEADLINE_S, f"only {kills} kills in time"
         obs = Observer(model)
-        child = subprocess.Popen([sys.executable, CHILD, path, str(kills), str(THREADS)],
+        child = subprocess.Popen([sys.executable, CHILD, path, str(kills), str(THREADS), mode],
                                  stdout=subprocess.PIPE, env=env)
         reader = threading.Thread(target=obs.feed, args=(child.stdout,), daemon=True)
         reader.start()
@@ -102,8 +111,10 @@ def test_sigkill_during_concurrent_batch_writes(tmp_path):
         mid_compaction += status[1]
         total_acks += obs.acks
         verify(path, model, obs.pending)
+        if mode == "async" and compiled.all_compiled():
+            assert obs.fsync_thread == "native"
     print(f"kills={kills} acks={total_acks} mid_flush={mid_flush} mid_compaction={mid_compaction} keys={len(model)}")
-    assert total_acks > KILLS * 10
+    assert total_acks > wanted * 10
     # the status line was sampled just before the kill: flushes and compactions were
     # running at some of the kills (they run almost constantly with this config)
     assert mid_flush + mid_compaction >= 1, (mid_flush, mid_compaction)

@@ -447,7 +447,9 @@ def test_async_api(tmp_path, monkeypatch):
         assert await e.aget(b"k2") == b"v2"
         await e.aput(b"t", b"x", ttl=100)
         assert await e.aget(b"t") == b"x"
-        assert sync_threads and loop_thread not in sync_threads  # no fsync on the loop
+        assert loop_thread not in sync_threads  # no fsync on the loop
+        if e.stats()["fsync_thread"] == "python":  # the native thread's fsyncs are in C (D30)
+            assert sync_threads
 
     with open_engine(tmp_path, StorageConfig(sync_mode="batch", inline_sync_min_records=0)) as e:
         asyncio.run(main(e))
