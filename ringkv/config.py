@@ -26,7 +26,7 @@ class StorageConfig:
 
     sync_mode: str = "batch"  # commit log sync: "batch" (group commit, ack after fsync), "periodic", "off"
     sync_period_ms: int = 10  # periodic mode: fsync at least this often; a crash loses at most this window
-    group_commit_window_us: int = 0  # batch mode, under load (see group_commit_min_writes): least time from one group commit's end to the next fsync; more writes per fsync and less CPU per write, each of them waiting up to this long; 0 = fsync as soon as woken
+    group_commit_window_us: int = 0  # batch mode, under load (see group_commit_min_writes): least time from one group commit's end to the next fsync; more writes per fsync and less CPU per write, each of them waiting up to this long; 0 = fsync as soon as woken (and only 0 lets the native fsync thread, D30, sync the event loop's writes)
     group_commit_min_writes: int = 8  # batch mode: the window above applies only when at least this many durability waits are pending when the syncer wakes (one per request; a pipelined RESP group or a replica batch waits once for all its writes); fewer (a lone or sequential writer) are synced at once
     inline_sync_min_records: int = 64  # batch mode: an event-loop turn that appended at least this many commit-log records fsyncs them itself at the end of the turn (as Redis does) instead of handing them to the syncer thread; fewer go to the thread, so the loop keeps working while they sync; 0 = always the thread
     segment_bytes: int = 32 * MiB  # commit log segment size before rolling to a new file
