@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: system-deps run test slow install chaos chaos-quick sim bench bench-quick clean
 
-# The modules compiled with Cython (ringkv/compiled.py, D21): editing one rebuilds them.
-COMPILED_SRC := $(shell sed -n 's/^    "\(ringkv\.[a-z_.]*\)",$$/\1/p' ringkv/compiled.py | tr . / | sed 's/$$/.py/')
+# The modules compiled with Cython (ringkv/compiled.py, D21; NATIVE ones are .pyx, D30):
+# editing one rebuilds them.
+COMPILED_MODS := $(shell sed -n 's/^    "\(ringkv\.[a-z_.]*\)",$$/\1/p' ringkv/compiled.py | tr . /)
+COMPILED_SRC := $(foreach m,$(COMPILED_MODS),$(firstword $(wildcard $(m).py $(m).pyx)))
 
 $(STAMP): pyproject.toml setup.py ringkv/compiled.py $(COMPILED_SRC)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
