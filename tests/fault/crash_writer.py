@@ -31,7 +31,9 @@ def emit(line: str) -> None:
     os.write(1, (line + "\n").encode())
 
 
-def writer(e: Engine, t: int, seed: int) -> None:
+def ops(t: int, seed: int):
+    """Writer ``t``'s endless ops, each ``(key, value or None for a delete)``, each
+    reported (``I`` line) before it is yielded to be done."""
     rnd = random.Random(seed * 1000 + t)
     n = 0
     while True:
@@ -39,27 +41,28 @@ def writer(e: Engine, t: int, seed: int) -> None:
         n += 1
         if rnd.random() < 0.25:
             emit(f"I {t} {key} -")
-            e.delete(key.encode())
+            yield key.encode(), None
         else:
             val = f"{seed}.{t}.{n}" + "x" * rnd.randrange(60)
             emit(f"I {t} {key} {val}")
-            e.put(key.encode(), val.encode())
+            yield key.encode(), val.encode()
+
+
+def writer(e: Engine, t: int, seed: int) -> None:
+    for key, val in ops(t, seed):
+        if val is None:
+            e.delete(key)
+        else:
+            e.put(key, val)
         emit(f"A {t}")
 
 
 async def async_writer(e: Engine, t: int, seed: int) -> None:
-    rnd = random.Random(seed * 1000 + t)
-    n = 0
-    while True:
-        key = f"t{t}-k{rnd.randrange(KEYS_PER_THREAD)}"
-        n += 1
-        if rnd.random() < 0.25:
-            emit(f"I {t} {key} -")
-            await e.adelete(key.encode())
+    for key, val in ops(t, seed):
+        if val is None:
+            await e.adelete(key)
         else:
-            val = f"{seed}.{t}.{n}" + "x" * rnd.randrange(60)
-            emit(f"I {t} {key} {val}")
-            await e.aput(key.encode(), val.encode())
+            await e.aput(key, val)
         emit(f"A {t}")
 
 
