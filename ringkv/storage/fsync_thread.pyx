@@ -5,8 +5,7 @@ The event loop writes a group's records to the segment file itself and then asks
 thread to ``fdatasync`` it (``request``); the thread syncs and signals the loop through an
 eventfd, which the loop watches (``fileno``) and drains (``drain``). The thread is plain C
 (pthreads), so a group commit costs the kernel's fsync, one futex wake and one eventfd
-write, instead of a Python thread's GIL handoffs (measured: ~200 us of CPU per group
-commit in a loaded 3-node cluster against ~80 us for the kernel's fdatasync alone).
+write, instead of a Python thread's GIL handoffs (docs/decisions.md D30 has the figures).
 
 Invariants:
 - ``done`` (the highest sequence number known durable) only grows, and grows to ``want``
