@@ -1,16 +1,17 @@
 """A/B of storage settings or builds on a 3-node local cluster: CPU per operation.
 
 Starts ``ringkv cluster up --nodes 3 --rf 3`` (from ``--venv``, default this checkout's
-.venv), adds ``--storage`` lines to each node's ``[storage]`` table, restarts it, warms it
-up with puts, then runs one bounded load phase of the shared load generator
-(``bench/loadgen.py``, token-aware client, 50 clients, W or R = 2) and prints one line:
-ops/s, the nodes' CPU per operation (all threads, from /proc), the load generator's, and
-commit-log fsyncs per operation (from each node's ``/status``). On a machine shared with
-other work, ops/s follow the neighbours; CPU per operation is the figure to compare, in
-interleaved runs. Stops the cluster it started. Traffic stays on 127.0.0.1.
+.venv), adds ``--storage`` and ``--node`` lines to each node's ``[storage]`` and ``[node]``
+tables, restarts it, warms it up with puts, then runs one bounded load phase of the shared
+load generator (``bench/loadgen.py``, token-aware client, 50 clients, W or R = 2) and
+prints one line: ops/s, the nodes' CPU per operation (all threads, from /proc), the load
+generator's, and commit-log fsyncs per operation (from each node's ``/status``). On a
+machine shared with other work, ops/s follow the neighbours; CPU per operation is the
+figure to compare, in interleaved runs. Stops the cluster it started. Traffic stays on 127.0.0.1.
 
     python bench/settings_ab.py                                   # defaults, puts
     python bench/settings_ab.py --storage "group_commit_window_us = 2000;group_commit_min_writes = 2"
+    python bench/settings_ab.py --node "gc_young_threshold = 200000"
     python bench/settings_ab.py --op get --venv /path/to/other/checkout/.venv
 """
 
@@ -36,28 +37,30 @@ def _status(port: int) -> dict:
         return json.load(r)
 
 
-def with_storage(toml_text: str, lines: list[str]) -> str:
-    """``toml_text`` with each ``key = value`` of ``lines`` in its [storage] table, replacing
+def with_table(toml_text: str, table: str, lines: list[str]) -> str:
+    """``toml_text`` with each ``key = value`` of ``lines`` in its ``[table]``, replacing
     a line the table already has for that key (a TOML key may appear only once); the table
     is added when the file has none."""
+    head = f"[{table}]"
     keys = {ln.split("=")[0].strip() for ln in lines}
-    out, in_storage = [], False
+    out, inside = [], False
     for ln in toml_text.splitlines():
         if ln.startswith("["):
-            in_storage = ln.strip() == "[storage]"
-        elif in_storage and ln.split("=")[0].strip() in keys:
+            inside = ln.strip() == head
+        elif inside and ln.split("=")[0].strip() in keys:
             continue
         out.append(ln)
-        if ln.strip() == "[storage]":
+        if ln.strip() == head:
             out += [x.strip() for x in lines]
-    if not any(ln.strip() == "[storage]" for ln in out):
-        out += ["", "[storage]"] + [x.strip() for x in lines]
+    if not any(ln.strip() == head for ln in out):
+        out += ["", head] + [x.strip() for x in lines]
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--storage", default="", help="'key = value' lines for [storage], ';'-separated")
+    ap.add_argument("--node", default="", help="'key = value' lines for [node], ';'-separated")
     ap.add_argument("--op", choices=("put", "get"), default="put")
     ap.add_argument("--duration", type=float, default=6.0, help="seconds of the measured phase")
     ap.add_argument("--keys", type=int, default=100_000)
@@ -75,10 +78,10 @@ def main() -> None:
     try:
         subprocess.run(up, capture_output=True, check=True, timeout=120)
         subprocess.run(down, capture_output=True, check=True, timeout=120)
-        if a.storage:
-            for i in (1, 2, 3):
+        for table, lines in (("storage", a.storage), ("node", a.node)):
+            for i in (1, 2, 3) if lines else ():
                 p = d / f"n{i}" / "node.toml"
-                p.write_text(with_storage(p.read_text(), a.storage.split(";")))
+                p.write_text(with_table(p.read_text(), table, lines.split(";")))
         subprocess.run(up, capture_output=True, check=True, timeout=120)
         pids = [int(p.read_text()) for p in sorted(d.glob("n*/*.pid"))] or [
             int(subprocess.check_output(["pgrep", "-f", f"{d}/n{i}/node.toml"]).split()[0])
@@ -95,7 +98,8 @@ def main() -> None:
         c1, f1 = process_cpu_seconds(pids), fsyncs()
         out = json.loads(res.stdout)
         ops = out["ops"]
-        print(f"{a.storage or 'defaults':50s} {a.op} {ops / out['elapsed']:8.0f}/s  "
+        label = "; ".join(x for x in (a.storage, a.node) if x) or "defaults"
+        print(f"{label:50s} {a.op} {ops / out['elapsed']:8.0f}/s  "
               f"server CPU/op {1e6 * (c1 - c0) / ops:6.1f} us  loadgen {1e6 * out['cpu'] / ops:5.1f} us  "
               f"fsyncs/op {(f1 - f0) / ops:.3f}  ({venv})")
     finally:

@@ -117,14 +117,27 @@ class WriteOp:
             # whole local set in this same loop step (Node._mint), so it shadows the older
             # entries and later reads of the key stop here instead of merging them again
             fut = node.engine.aput_nowait(self.skey, self.data, base=True)
-            if fut is not None:
-                await fut
-            self.settle(q.ack(me))
         except RingkvError as exc:
-            log.error("local write failed: %s", exc)
-            self.settle(q.fail(me))
+            self._local_failed(exc)
+        else:
+            if fut is None:
+                self.settle(q.ack(me))
+            else:  # a callback, not an await: the put resumes once, for its outcome
+                fut.add_done_callback(self._local_durable)
         done = self.done
         return done.result() if done.done() else await done
+
+    def _local_durable(self, fut: asyncio.Future) -> None:
+        """The local copy's durability wait ended: its ack, or its failure."""
+        exc = _LOCAL_CANCELLED if fut.cancelled() else fut.exception()
+        if exc is None:
+            self.settle(self.q.ack(self.node.node_id))
+        else:
+            self._local_failed(exc)
+
+    def _local_failed(self, exc: BaseException) -> None:
+        log.error("local write failed: %s", exc)
+        self.settle(self.q.fail(self.node.node_id))
 
     def settle(self, outcome: Any) -> None:
         if outcome is not None and not self.done.done():
@@ -150,6 +163,7 @@ def _single_done(op: WriteOp, target: str, fut: asyncio.Future) -> None:
 
 
 _CANCELLED = Unavailable(1, 0, "replica write cancelled")
+_LOCAL_CANCELLED = Unavailable(1, 0, "local write's durability wait cancelled")
 
 
 class _Batch:

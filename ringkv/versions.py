@@ -284,10 +284,55 @@ def decode_context(data: bytes) -> VersionVector:
 
 
 def merge_bytes(older: bytes, newer: bytes) -> bytes:
-    """The engine's MergeFn: ``encode(join(decode(older), decode(newer)))``."""
+    """The engine's MergeFn: ``encode(join(decode(older), decode(newer)))``.
+
+    The common cases are answered from the flat arrays, without building either set: the
+    same bytes (a re-delivery), and one side *superseding* the other (see
+    :func:`_supersedes`: the next write of a key, minted by a coordinator that had read
+    the replica's version). Then the join is that side, and since encoding is canonical
+    (REQUIRES: both came from :func:`encode`) its bytes are the answer. A replica merges
+    every copy it receives into its memtable entry, so this is on every replica write:
+    ~3 us against ~14 us for the full join (decode twice, join, encode)."""
     if older == newer:
         return newer  # join is idempotent, and this is the common re-delivery case
-    return encode(join(_stored(older), _stored(newer)))
+    try:
+        o_vv, o_sib = _unpack(older)
+        n_vv, n_sib = _unpack(newer)
+        ovv, nvv = _vv_from_flat(o_vv), _vv_from_flat(n_vv)
+    except InvalidRequest as exc:
+        raise Corruption("<version set>", 0, exc.message) from None
+    if _supersedes(nvv, n_sib, ovv):
+        return newer
+    if _supersedes(ovv, o_sib, nvv):
+        return older
+    try:
+        a = _new_set(VersionSet, (ovv, _siblings_from_flat(o_sib, ovv)))
+        b = _new_set(VersionSet, (nvv, _siblings_from_flat(n_sib, nvv)))
+    except InvalidRequest as exc:
+        raise Corruption("<version set>", 0, exc.message) from None
+    return encode(join(a, b))
+
+
+def _supersedes(vv: VersionVector, flat_sib: list[Any], other: VersionVector) -> bool:
+    """Whether a set (its ``vv`` and flat siblings) joined with one whose vv is ``other``
+    is itself: ``vv`` has seen everything ``other`` has (so every sibling of the other
+    side is superseded or held here too), and ``other`` has seen none of this set's
+    siblings (so none of them is dropped as superseded by the other side). A malformed
+    sibling dot answers False and is left to the full join, which reports it (the other
+    sibling fields are not checked here: a replica checks what it receives with
+    ``decode`` before it is stored, and stored blocks carry a checksum)."""
+    if len(flat_sib) % 4:
+        return False
+    get = vv.get
+    for node, counter in other.items():
+        if get(node, 0) < counter:
+            return False
+    get = other.get
+    for k in range(0, len(flat_sib), 4):
+        node, counter = flat_sib[k], flat_sib[k + 1]
+        if type(node) is not str or type(counter) is not int or get(node, 0) >= counter:
+            return False
+    return True
 
 
 _HEAD = b"\x93" + msgpack.packb(FORMAT)  # every encoded set starts [FORMAT, ...

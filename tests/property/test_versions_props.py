@@ -113,6 +113,21 @@ def test_merge_bytes_is_join_and_encode_round_trips(ab):
 
 
 @SETTINGS
+@given(states(1), st.sampled_from(NODES), st.none() | st.binary(max_size=8), st.booleans())
+def test_merge_bytes_of_a_replicas_next_write_is_that_write(a, node, value, blind):
+    """The replica's common case (merge_bytes' shortcut): the stored set meets the next
+    write of the key, minted from it; either order gives that write's own bytes."""
+    (a,) = a
+    ctx = {} if blind else a.vv
+    new = update(a, ctx, node, value, 1.0)
+    ea, en = v.encode(a), v.encode(new)
+    want = v.encode(join(a, new))
+    assert v.merge_bytes(ea, en) == want == v.merge_bytes(en, ea)
+    if not blind:  # the new set superseded what it had read: its bytes are the answer
+        assert want == en
+
+
+@SETTINGS
 @given(histories())
 def test_exactly_the_writes_no_context_saw_survive(h):
     """No lost update and no false sibling: after every replica syncs, the siblings are

@@ -265,3 +265,25 @@ def test_merge_bytes_is_join():
     assert v.merge_bytes(v.encode(a), v.encode(a)) == v.encode(a)
 
 
+def test_merge_bytes_keeps_siblings_and_drops_superseded_ones():
+    a = update(EMPTY, {}, "A", b"x", 1.0)  # [A1]
+    b = update(a, a.vv, "B", b"y", 2.0)  # [A1][B1] superseding x
+    c = update(a, {}, "C", b"z", 3.0)  # concurrent with b: a blind write at C from x's state
+    ea, eb, ec = v.encode(a), v.encode(b), v.encode(c)
+    assert v.merge_bytes(ea, eb) == eb and v.merge_bytes(eb, ea) == eb  # b supersedes a
+    both = v.decode(v.merge_bytes(eb, ec))
+    assert both == join(b, c) and sorted(v.values(both)) == [b"y", b"z"]
+    # equal vvs, different siblings: each side has seen the other's sibling and neither
+    # holds it, so the join keeps neither (no shortcut applies)
+    other = v.VersionSet(dict(b.vv), (v.Sibling("A", 1, b"x", 1.0),))
+    assert v.merge_bytes(v.encode(other), eb) == v.encode(join(other, b))
+    assert v.decode(v.merge_bytes(v.encode(other), eb)).siblings == ()
+
+
+def test_merge_bytes_reports_a_damaged_sibling_dot_as_corruption():
+    good = v.encode(update(EMPTY, {}, "A", b"x", 1.0))
+    bad = _pack([1, ["B", 1], [["B"], 1, b"y", 1.0]])  # a dot whose node is not a string
+    with pytest.raises(Corruption):
+        v.merge_bytes(good, bad)
+
+
