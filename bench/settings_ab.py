@@ -7,7 +7,8 @@ load generator (``bench/loadgen.py``, token-aware client, 50 clients, W or R = 2
 prints one line: ops/s, the nodes' CPU per operation (all threads, from /proc), the load
 generator's, and commit-log fsyncs per operation (from each node's ``/status``). On a
 machine shared with other work, ops/s follow the neighbours; CPU per operation is the
-figure to compare, in interleaved runs. Stops the cluster it started. Traffic stays on 127.0.0.1.
+figure to compare, in interleaved runs. Stops the cluster it started. Traffic stays on
+127.0.0.1.
 
     python bench/settings_ab.py                                   # defaults, puts
     python bench/settings_ab.py --storage "group_commit_window_us = 2000;group_commit_min_writes = 2"

@@ -300,14 +300,11 @@ def merge_bytes(older: bytes, newer: bytes) -> bytes:
         o_vv, o_sib = _unpack(older)
         n_vv, n_sib = _unpack(newer)
         ovv, nvv = _vv_from_flat(o_vv), _vv_from_flat(n_vv)
-    except InvalidRequest as exc:
-        raise Corruption("<version set>", 0, exc.message) from None
-    if _supersedes(nvv, n_sib, ovv):
-        return newer
-    if _supersedes(ovv, o_sib, nvv):
-        return older
-    try:
-        a = _new_set(VersionSet, (ovv, _siblings_from_flat(o_sib, ovv)))
+        if _supersedes(nvv, n_sib, ovv):
+            return newer
+        if _supersedes(ovv, o_sib, nvv):
+            return older
+        a = _new_set(VersionSet, (ovv, _siblings_from_flat(o_sib, ovv)))  # decode's last step
         b = _new_set(VersionSet, (nvv, _siblings_from_flat(n_sib, nvv)))
     except InvalidRequest as exc:
         raise Corruption("<version set>", 0, exc.message) from None
