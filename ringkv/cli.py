@@ -123,6 +123,8 @@ def cli() -> None:
 @click.option("--rack", help="Rack name (default rack1).")
 @click.option("--num-tokens", type=int, help="Virtual nodes owned by this node.")
 @click.option("--sync-mode", type=click.Choice(["batch", "periodic", "off"]), help="Commit log sync mode.")
+@click.option("--secret-file", help="File holding the cluster secret (>= 16 bytes); every RPC "
+                                    "connection must prove it (default: none).")
 @click.option("--join", "join", is_flag=True, default=None,
               help="First start: join a cluster that has data (stream this node's ranges first).")
 @click.option("--replace", "replace_id", metavar="NODE_ID",
@@ -148,6 +150,8 @@ def server_config(config_path: str | None, node: dict[str, Any], sync_mode: str 
     """The TOML file (if any) with the flags that were given laid over it, validated."""
     overrides: dict[str, dict[str, Any]] = {}
     node = {k: v for k, v in node.items() if v is not None}
+    if "secret_file" in node:
+        overrides["security"] = {"secret_file": os.path.abspath(node.pop("secret_file"))}
     if "seeds" in node:
         node["seeds"] = [s.strip() for s in node["seeds"].split(",") if s.strip()]
     if node:
@@ -186,16 +190,20 @@ dir_option = click.option("--dir", "directory", default=None,
 @click.option("--rf", default=3, show_default=True, help="Replication factor (at most --nodes).")
 @click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops every node.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the cluster to serve.")
+@click.option("--secret-file", type=click.Path(dir_okay=False, exists=True),
+              help="Cluster secret (>= 16 bytes) every RPC connection must prove; client "
+                   "commands use it too (docs/operations.md, Security).")
 @click.pass_context
 @friendly_errors
 def cluster_up(ctx: click.Context, nodes: int, directory: str | None, base_port: int, rf: int,
-               foreground: bool, timeout: float) -> None:
+               foreground: bool, timeout: float, secret_file: str | None) -> None:
     """Start (or restart) a local cluster; return once every node serves."""
     root = lc.cluster_dir(directory)
     local = LocalCluster.load(root)
     explicit = ctx.get_parameter_source("nodes") != click.core.ParameterSource.DEFAULT
     if local is None:
-        local = LocalCluster(root)
+        local = LocalCluster(root, secret_file=os.path.abspath(secret_file) if secret_file else "")
+        local.secret()  # a short or unreadable secret fails here, before any node starts
         local.plan(nodes, base_port, rf)
     else:
         _note_kept_options(ctx, local)
@@ -218,6 +226,10 @@ def _note_kept_options(ctx: click.Context, local: LocalCluster) -> None:
                    f"remove {local.root} to lay the cluster out again")
     if "rf" in given and ctx.params["rf"] != local.rf:
         click.echo(f"note: keeping the existing replication factor {local.rf} (see nI/node.toml)")
+    secret_file = ctx.params.get("secret_file")
+    if secret_file and os.path.abspath(secret_file) != local.secret_file:
+        click.echo("note: keeping the existing cluster secret setting "
+                   f"({local.secret_file or 'none'}; see nI/node.toml [security])")
 
 
 def _print_quickstart(local: LocalCluster, directory: str | None) -> None:
@@ -399,7 +411,7 @@ def _client(address: str | None) -> Any:
     from ringkv.errors import Unavailable
 
     host, port = lc.split_address(address or lc.default_address())
-    client = Client([f"{host}:{port}"])
+    client = Client([f"{host}:{port}"], secret=lc.default_secret())
     try:
         return client.connect()
     except Unavailable as exc:  # connect fails with Unavailable only when no node answered

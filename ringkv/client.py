@@ -18,6 +18,8 @@ Contracts:
   ``([value], new_context)``.
 - A retried ``put`` whose first attempt timed out may have been applied; with the same
   context the retry cannot lose data, at worst it leaves an equal sibling.
+- With ``secret`` (the cluster secret, bytes), every connection proves it to the node and
+  checks the node's proof (D32); a wrong or missing secret raises ``AuthenticationFailed``.
 Docs: docs/client.md.
 """
 
@@ -31,7 +33,7 @@ import threading
 from typing import Any, Callable, Coroutine, Sequence, TypeVar, Union
 
 from ringkv.config import LimitsConfig
-from ringkv.errors import InvalidRequest, RingkvError, TooLarge, Unavailable
+from ringkv.errors import AuthenticationFailed, InvalidRequest, RingkvError, TooLarge, Unavailable
 from ringkv.net.transport import RpcClient, is_no_reply, is_peer_unreachable
 from ringkv.ring import NodeInfo, Ring, token_for
 
@@ -50,7 +52,8 @@ class AsyncClient:
                  backoff: float = 0.02, max_backoff: float = 1.0,
                  resolver: Resolver | None = None, refresh_interval: float = 30.0,
                  suspect_seconds: float = 2.0, limits: LimitsConfig | None = None,
-                 connections_per_peer: int = 1, rng: random.Random | None = None) -> None:
+                 connections_per_peer: int = 1, rng: random.Random | None = None,
+                 secret: bytes | None = None) -> None:
         if not seeds:
             raise InvalidRequest("AsyncClient needs at least one seed 'host:port'")
         self.seeds = [_split(s) for s in seeds]
@@ -60,7 +63,7 @@ class AsyncClient:
         self.refresh_interval, self.suspect_seconds = refresh_interval, suspect_seconds
         self.limits = limits or LimitsConfig()
         self._rpc = RpcClient(self.limits.max_frame_bytes, connect_timeout=timeout,
-                              connections_per_peer=connections_per_peer)
+                              connections_per_peer=connections_per_peer, secret=secret)
         self._rng = rng or random.Random()
         self._ring: Ring | None = None
         self._tokens: list[int] = []  # the ring's tokens, sorted
@@ -119,6 +122,8 @@ class AsyncClient:
                 return
             except RingkvError as exc:
                 last = exc
+        if isinstance(last, AuthenticationFailed):  # not unavailable: refused (wrong secret)
+            raise last
         raise Unavailable(1, 0, f"no node answered the ring request: {last}")
 
     async def close(self) -> None:

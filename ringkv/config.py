@@ -223,6 +223,17 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Who may use a node's RPC port (``ringkv.net.auth``; docs/operations.md, "Security")."""
+
+    secret_file: str = ""  # file holding the cluster secret, at least 16 bytes (e.g. made with `openssl rand -hex 32 > FILE`, mode 600); when set, every connection to the RPC port, from peers and clients alike, must prove it knows the secret before any request; "" = no authentication. The HTTP and RESP ports are not covered: bind them to a private address
+
+    def validate(self) -> None:
+        if not isinstance(self.secret_file, str):
+            raise ConfigError("security.secret_file", "must be a path (a string)")
+
+
+@dataclass(frozen=True)
 class RingkvConfig:
     """The whole configuration of one node."""
 
@@ -234,11 +245,12 @@ class RingkvConfig:
     hints: HintsConfig = field(default_factory=HintsConfig)
     repair: RepairConfig = field(default_factory=RepairConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def validate(self) -> "RingkvConfig":
         """Check every section; raise ConfigError naming the bad field. Returns self."""
         for section in (self.node, self.cluster, self.storage, self.limits, self.membership,
-                        self.hints, self.repair, self.streaming):
+                        self.hints, self.repair, self.streaming, self.security):
             section.validate()
         return self
 

@@ -14,6 +14,7 @@ retry logic whether sending the same request again may succeed.
     ├── Timeout(required, received)          retriable: too few replies in time; outcome unknown
     ├── Overloaded(detail)                   retriable: a bounded queue is full; back off
     ├── Closed(detail)                       the engine, node or connection is shut down
+    ├── AuthenticationFailed(detail)         the cluster secret handshake failed or was skipped
     └── ConfigError(field, message)          invalid configuration, found at start-up
 
 Errors cross the wire as ``{"code": <class name>, "message": str, "fields": {...}}`` and
@@ -129,6 +130,18 @@ class Closed(RingkvError):
         return {"detail": self.detail}
 
 
+class AuthenticationFailed(RingkvError):
+    """A connection did not prove it knows the cluster secret (or the peer did not): no
+    request on it is served. Not retriable: the same secret fails the same way."""
+
+    def __init__(self, detail: str = "authentication failed") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def fields(self) -> dict[str, Any]:
+        return {"detail": self.detail}
+
+
 class ConfigError(RingkvError):
     """A configuration value is invalid."""
 
@@ -143,7 +156,7 @@ class ConfigError(RingkvError):
 _BY_CODE: dict[str, type[RingkvError]] = {
     cls.__name__: cls
     for cls in (TooLarge, InvalidRequest, ProtocolError, Corruption, Unavailable, Timeout,
-                Overloaded, Closed, ConfigError)
+                Overloaded, Closed, AuthenticationFailed, ConfigError)
 }
 
 

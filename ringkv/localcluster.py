@@ -37,6 +37,7 @@ from typing import Any, Callable
 import tomli_w
 
 from ringkv.errors import RingkvError
+from ringkv.net import auth
 
 STATE_FILE = "cluster.json"
 DEFAULT_DIR = ".ringkv-cluster"
@@ -65,14 +66,21 @@ class LocalNode:
         return f"{self.host}:{self.port}"
 
 
-def rpc_call(address: str, method: str, body: dict | None = None, timeout: float = 2.0) -> dict:
-    """Call one RPC method on ``host:port`` and return its reply; raises RingkvError."""
+_DEFAULT_SECRET = object()
+
+
+def rpc_call(address: str, method: str, body: dict | None = None, timeout: float = 2.0,
+             secret: Any = _DEFAULT_SECRET) -> dict:
+    """Call one RPC method on ``host:port`` and return its reply; raises RingkvError.
+    ``secret``: the cluster secret to authenticate with (default :func:`default_secret`)."""
     from ringkv.net.transport import RpcClient
 
     host, port = split_address(address)
+    if secret is _DEFAULT_SECRET:
+        secret = default_secret()
 
     async def call() -> dict:
-        async with RpcClient(connect_timeout=timeout) as client:
+        async with RpcClient(connect_timeout=timeout, secret=secret) as client:
             return await client.call(host, port, method, body or {}, timeout=timeout)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -101,10 +109,11 @@ class LocalCluster:
     """The nodes recorded in one cluster directory, and the processes behind them."""
 
     def __init__(self, root: str | Path, nodes: list[LocalNode] | None = None, rf: int = 3,
-                 server_command: list[str] | None = None) -> None:
+                 server_command: list[str] | None = None, secret_file: str = "") -> None:
         self.root = Path(root).resolve()
         self.nodes = nodes or []
         self.rf = rf
+        self.secret_file = secret_file  # the cluster secret's file (D32), "" = none
         # how a node is started; "--config <file>" is appended (tests may substitute a stand-in)
         self.server_command = server_command or [sys.executable, "-m", "ringkv.cli", "server"]
         self._procs: dict[str, subprocess.Popen] = {}  # nodes this manager started
@@ -123,15 +132,24 @@ class LocalCluster:
             return None
         except (ValueError, KeyError, TypeError) as exc:
             raise LocalClusterError(f"{path} is not a ringkv cluster state file: {exc}") from None
-        return cls(root, nodes, rf=int(data.get("rf", 3)))
+        return cls(root, nodes, rf=int(data.get("rf", 3)),
+                   secret_file=str(data.get("secret_file", "")))
 
     def save(self) -> None:
         """Write cluster.json atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
-        data = {"version": 1, "rf": self.rf, "nodes": [asdict(n) for n in self.nodes]}
+        data: dict[str, Any] = {"version": 1, "rf": self.rf, "nodes": [asdict(n) for n in self.nodes]}
+        if self.secret_file:
+            data["secret_file"] = self.secret_file
         tmp = self.root / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.root / STATE_FILE)
+
+    def secret(self) -> bytes | None:
+        """The cluster secret this cluster's nodes require, or None."""
+        if not self.secret_file:
+            return None
+        return auth.read_secret_file(self.secret_file, f"{STATE_FILE} secret_file")
 
     def node_dir(self, node: LocalNode) -> Path:
         return self.root / node.node_id
@@ -182,6 +200,8 @@ class LocalCluster:
         }  # everything else at the server's defaults (D27): a local cluster is not a toy
         if join:  # streams its ranges before serving reads (docs/topology.md)
             config["streaming"] = {"join": True}
+        if self.secret_file:
+            config["security"] = {"secret_file": self.secret_file}
         path.write_text("# written by 'ringkv cluster up'; kept across restarts\n"
                         + tomli_w.dumps(config))
 
@@ -258,11 +278,12 @@ class LocalCluster:
         """Poll every node's ``ring`` RPC until each lists every cluster node as up."""
         pending = list(self.nodes)
         last: dict[str, str] = {}
+        secret = self.secret()
         while pending:
             node = pending[0]
             self._check_alive(node)
             try:
-                ring = rpc_call(node.address, "ring", timeout=2.0)
+                ring = rpc_call(node.address, "ring", timeout=2.0, secret=secret)
                 up = sum(1 for n in ring.get("nodes", []) if is_up(n.get("state")))
                 last[node.node_id] = f"its ring shows {up} of {len(self.nodes)} nodes up"
                 if up >= len(self.nodes):
@@ -416,5 +437,18 @@ def default_address(explicit_dir: str | None = None) -> str:
     return (running or cluster.nodes)[0].address
 
 
+def default_secret(explicit_dir: str | None = None) -> bytes | None:
+    """The cluster secret client commands authenticate with: the one in the file
+    ``$RINGKV_SECRET_FILE`` names, else the local cluster's (if it has one), else None."""
+    secret = auth.secret_from_env()
+    if secret is not None:
+        return secret
+    try:
+        cluster = LocalCluster.load(cluster_dir(explicit_dir))
+    except LocalClusterError:
+        return None
+    return cluster.secret() if cluster is not None else None
+
+
 __all__ = ["LocalCluster", "LocalNode", "LocalClusterError", "rpc_call", "split_address",
-           "cluster_dir", "default_address", "is_up", "pid_matches", "port_free"]
+           "cluster_dir", "default_address", "default_secret", "is_up", "pid_matches", "port_free"]

@@ -55,6 +55,7 @@ from ringkv.moved_writes import COUNTERS as MOVED_COUNTERS
 from ringkv.moved_writes import MovedWrites
 from ringkv.node_gossip import GossipShell
 from ringkv.node_replica import ReplicaHandlers
+from ringkv.net import auth
 from ringkv.net.transport import COROUTINE_TYPES, RpcClient, RpcServer
 from ringkv.repair import Repairer
 from ringkv.ring import Ring, token_for
@@ -92,8 +93,11 @@ class Node(GossipShell, ReplicaHandlers):
         self.resp_port = 0  # set by the server when it serves RESP
         self.engine: Any = None
         self.server: RpcServer | None = None
+        # the cluster secret (D32): read once; every RPC connection, both ways, proves it
+        self.secret = (auth.read_secret_file(config.security.secret_file)
+                       if config.security.secret_file else None)
         self.rpc = (client_factory or RpcClient)(config.limits.max_frame_bytes,
-                                                 connect_timeout=self.timeout)
+                                                 connect_timeout=self.timeout, secret=self.secret)
         self.membership: Membership | None = None
         self.ring = Ring([], self.replication)
         self._ring_sig: tuple = ()
@@ -103,6 +107,7 @@ class Node(GossipShell, ReplicaHandlers):
         self._minting: dict[bytes, bytes] = {}
         self._dot_floor = 0  # set by start() from data_dir/incarnation (D19)
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._auth_warned: dict[str, float] = {}  # peer -> when to log its refusal again
         self._loop: asyncio.AbstractEventLoop | None = None
         self.deadlines: Deadlines | None = None  # made in start(), on the node's loop
         self._restored: list[Member] = []  # peer records read from data_dir/peers.json
@@ -149,7 +154,7 @@ class Node(GossipShell, ReplicaHandlers):
         await self.handoff.open()
         try:
             self.server = self._server_factory(self.handle, cfg.node.host, cfg.node.port,
-                                    cfg.limits.max_frame_bytes)
+                                               cfg.limits.max_frame_bytes, secret=self.secret)
             if isinstance(self.server, RpcServer):
                 self.server.eager = True  # see handle(): put/delete run without a Task
             await self.server.start()
@@ -583,7 +588,8 @@ class Node(GossipShell, ReplicaHandlers):
                 if self.ring.tokens else 0.0,
                 "tokens": len(self.ident.tokens) if self.ident else 0,
                 "alive": [n for n in sorted(self._addr) if self.alive(n)],
-                "counters": dict(self.counters), "engine": stats,
+                "counters": dict(self.counters, auth_refusals=getattr(self.server, "auth_refusals", 0)),
+                "engine": stats, "authenticated": self.secret is not None,
                 "hints": self.handoff.status(), "streaming": self.topology.summary(),
                 "repair_trees": self.repairer.store.view()}
 

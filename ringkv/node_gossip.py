@@ -7,7 +7,7 @@ clock and gossip messages, performs their effects (sends, state changes) and reb
 node's ring, addresses and data centers when the token owners change.
 Uses the node's ``config``, ``clock``, ``rng``, ``rpc``, ``counters``, ``server``,
 ``ident``, ``topology``, ``replication``, ``fs`` and ``_loop``; sets ``membership``,
-``ring``, ``_view``, ``_addr``, ``_dc_of``, ``_reqs`` and ``_tick_handle``.
+``ring``, ``_view``, ``_addr``, ``_dc_of``, ``_reqs``, ``_tick_handle`` and ``_auth_warned``.
 Invariant: at most one write of data_dir/peers.json runs at a time, and the last change
 is always written (docs/decisions.md D17).
 """
@@ -19,11 +19,12 @@ import functools
 import logging
 
 from ringkv import peer_store
-from ringkv.errors import InvalidRequest, Unavailable
+from ringkv.errors import AuthenticationFailed, InvalidRequest, Unavailable
 from ringkv.membership import Member, Membership, Send, StateChanged
 from ringkv.streaming import RingView, owner_of
 
 log = logging.getLogger("ringkv.node")
+AUTH_WARN_EVERY_S = 60.0  # a peer refusing our gossip for a wrong secret is logged this often
 
 
 class GossipShell:
@@ -73,12 +74,20 @@ class GossipShell:
         self.counters["gossip_out"] += 1
         task = asyncio.ensure_future(self.rpc.call(
             eff.host, eff.port, "gossip", {"kind": eff.kind, "body": eff.body}, timeout=1.0))
-        task.add_done_callback(functools.partial(self._gossip_sent, eff.node_id))
+        task.add_done_callback(functools.partial(self._gossip_sent, eff))
 
-    def _gossip_sent(self, node_id: str | None, task: asyncio.Future) -> None:
+    def _gossip_sent(self, eff: Send, task: asyncio.Future) -> None:
         if task.cancelled() or task.exception() is None or self.membership is None:
             return
-        self._perform(self.membership.on_unreachable(node_id, self.clock.monotonic()))
+        exc = task.exception()
+        now = self.clock.monotonic()
+        if isinstance(exc, AuthenticationFailed):  # a secret mismatch: say so, once a minute
+            peer = f"{eff.node_id or 'seed'} ({eff.host}:{eff.port})"
+            if now >= self._auth_warned.get(peer, 0.0):
+                self._auth_warned[peer] = now + AUTH_WARN_EVERY_S
+                log.warning("gossip to %s refused: AuthenticationFailed: %s (is the cluster "
+                            "secret the same on both nodes?)", peer, exc)
+        self._perform(self.membership.on_unreachable(eff.node_id, now))
 
     def _rpc_gossip(self, body: dict) -> dict:
         assert self.membership is not None

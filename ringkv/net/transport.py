@@ -28,8 +28,12 @@ Contracts:
   cancellation do not apply there: run code that needs them in its own task.
 - Bounded: each server connection has at most ``max_inflight`` requests being handled
   (it stops reading past that) and stops reading while its write buffer is full.
+- Authenticated (``secret``, D32): with a cluster secret, a server connection serves no
+  request until the client has passed the handshake of :mod:`ringkv.net.auth`, and a
+  client connection is pooled only once the server has proved the secret too. Anything
+  else gets ``AuthenticationFailed`` and that connection alone is closed.
 
-Not done: the optional shared-secret authentication of internode traffic and TLS.
+Not done: TLS (the handshake authenticates a connection; it does not encrypt it).
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ import asyncio
 import functools
 import itertools
 import logging
+import secrets
 from collections import deque
 from types import CoroutineType
 from typing import Any, Awaitable, Callable, Union
 
-from ringkv.errors import Closed, RingkvError, Timeout, Unavailable, from_wire
+from ringkv.errors import AuthenticationFailed, Closed, RingkvError, Timeout, Unavailable, from_wire
 
 
 async def _probe() -> None:
@@ -59,7 +64,7 @@ def _coroutine_types() -> frozenset:
 #: Cython coroutine type when this module is compiled (D21; Cython shares one coroutine
 #: type among all modules it compiled, so node handlers' coroutines are of it too).
 COROUTINE_TYPES = _coroutine_types()
-from ringkv.net import frames
+from ringkv.net import auth, frames
 from ringkv.net.frames import ERROR, OK, REQUEST, FrameDecoder, FrameEncoder
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,8 @@ DEFAULT_MAX_INFLIGHT = 4096
 _NEVER = float("inf")
 _Future = asyncio.Future
 _SWEEP_EVERY = 0.25  # seconds: how long answered requests' deadline entries may linger
+HANDSHAKE_TIMEOUT_S = 10.0  # with a secret: a connection not authenticated by then is closed
+AUTH_LOG_EVERY_S = 60.0  # refused connections are logged at most this often per remote host
 
 
 def _unreachable(detail: str) -> Unavailable:
@@ -130,16 +137,30 @@ class _ServerProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.closing = False
+        self.authed = server.secret is None  # with a secret: after the handshake (auth.py)
+        self.nonce = b""  # this connection's server nonce, sent in the hello reply
+        self.handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.out.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server._conns.add(self)
+        if not self.authed:
+            self.nonce = secrets.token_bytes(auth.NONCE_BYTES)
+            self.handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        """A connection that has not authenticated in time holds no slot for longer."""
+        if not self.authed and not self.closing:
+            self._refuse(AuthenticationFailed(f"no authentication handshake within "
+                                              f"{HANDSHAKE_TIMEOUT_S:g}s"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.backlog.clear()
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
         self.server._conns.discard(self)
 
     def pause_writing(self) -> None:
@@ -160,6 +181,10 @@ class _ServerProtocol(asyncio.Protocol):
             if msg[0] != REQUEST:
                 self._fail(frames._tag(frames.ProtocolError("server got a non-request message"), msg[1]))
                 return
+        if not self.authed:
+            messages = self._handshake(messages)
+            if not messages:
+                return
         if self.backlog or self.inflight + len(messages) > self.server.max_inflight:
             self.backlog.extend(messages)
             self._drain_backlog()
@@ -167,6 +192,43 @@ class _ServerProtocol(asyncio.Protocol):
             for _kind, rid, method, body in messages:
                 self._dispatch(rid, method, body)
         self._update_reading()
+
+    def _handshake(self, messages: list) -> list:
+        """Answer the handshake's requests (ringkv.net.auth); refuse anything else and
+        close. Returns the messages that followed a completed handshake, to serve."""
+        secret = self.server.secret
+        for i, (_kind, rid, method, body) in enumerate(messages):
+            if self.authed:
+                return messages[i:]
+            body = body if type(body) is dict else {}
+            if method == auth.AUTH_HELLO and body.get("v") == auth.VERSION and self.nonce:
+                self.out.add(self.encoder.ok(rid, {"v": auth.VERSION, "nonce": self.nonce}))
+                continue
+            client_nonce = body.get("nonce")
+            if (method == auth.AUTH and self.nonce and auth.valid_nonce(client_nonce)
+                    and auth.proof_matches(auth.client_proof(secret, self.nonce, client_nonce),
+                                           body.get("proof"))):
+                self.authed = True
+                if self.handshake_timer is not None:
+                    self.handshake_timer.cancel()
+                proof = auth.server_proof(secret, self.nonce, client_nonce)
+                self.out.add(self.encoder.ok(rid, {"proof": proof}))
+                continue
+            if method == auth.AUTH:
+                detail = "wrong cluster secret (the proof does not match)"
+            elif method == auth.AUTH_HELLO:
+                detail = f"unsupported handshake version {body.get('v')!r} (this node speaks {auth.VERSION})"
+            else:
+                detail = f"this node requires the cluster secret before {method!r}"
+            self._refuse(frames._tag(AuthenticationFailed(detail), rid))
+            return []
+        return []
+
+    def _refuse(self, exc: AuthenticationFailed) -> None:
+        """Answer and close like :meth:`_fail`; logged once a minute per remote host,
+        since a misconfigured peer retries every gossip round."""
+        self.server.note_refusal(self.peer.rpartition(":")[0] or self.peer, exc)
+        self._fail(exc, quiet=True)
 
     def _drain_backlog(self) -> None:
         """Start queued requests while under max_inflight (the queue holds at most one read)."""
@@ -241,11 +303,12 @@ class _ServerProtocol(asyncio.Protocol):
             frame = self.encoder.error(rid, enc_exc)
         self.out.add(frame)
 
-    def _fail(self, exc: RingkvError) -> None:
+    def _fail(self, exc: RingkvError, quiet: bool = False) -> None:
         """Answer a framing error where possible and close this connection after the reply."""
         if self.closing:
             return
-        log.warning("closing rpc connection from %s: %s", self.peer, exc)
+        if not quiet:
+            log.warning("closing rpc connection from %s: %s: %s", self.peer, type(exc).__name__, exc)
         self.out.add(self.encoder.error(getattr(exc, "request_id", 0), exc))
         self.out.flush()
         self.closing = True
@@ -266,12 +329,15 @@ class _ServerProtocol(asyncio.Protocol):
 
 
 class RpcServer:
-    """Serves ringkv RPC on one TCP address. ``await start()``, then ``await close()``."""
+    """Serves ringkv RPC on one TCP address. ``await start()``, then ``await close()``.
+    With ``secret``, every connection must pass the handshake first (D32)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = frames.DEFAULT_MAX_FRAME_BYTES, *,
-                 max_inflight: int = DEFAULT_MAX_INFLIGHT, eager: bool = False) -> None:
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT, eager: bool = False,
+                 secret: bytes | None = None) -> None:
         self.handler = handler
+        self.secret = auth.check_secret(secret, "secret") if secret is not None else None
         self.eager = eager
         self.host, self.port = host, port
         self.max_frame_bytes = max_frame_bytes
@@ -279,6 +345,22 @@ class RpcServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_ServerProtocol] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.auth_refusals = 0  # connections refused for the secret (D32), in all
+        self._refusals_logged: dict[str, tuple[float, int]] = {}  # host -> (next log time, unlogged)
+
+    def note_refusal(self, host: str, exc: AuthenticationFailed) -> None:
+        """Count a refused connection; log it unless ``host`` was logged in the last minute."""
+        self.auth_refusals += 1
+        now = self._loop.time() if self._loop is not None else 0.0
+        next_at, unlogged = self._refusals_logged.get(host, (0.0, 0))
+        if now < next_at:
+            self._refusals_logged[host] = (next_at, unlogged + 1)
+            return
+        if len(self._refusals_logged) > 1024:  # bounded: forget the hosts seen long ago
+            self._refusals_logged.clear()
+        self._refusals_logged[host] = (now + AUTH_LOG_EVERY_S, 0)
+        more = f" ({unlogged} more refused since the last report)" if unlogged else ""
+        log.warning("refused rpc connection from %s: AuthenticationFailed: %s%s", host, exc, more)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -441,12 +523,15 @@ class RpcClient:
 
     Keeps ``connections_per_peer`` connections per (host, port), used round-robin; a
     connection that breaks is dropped and reopened on the next call. One RpcClient
-    belongs to one event loop.
+    belongs to one event loop. With ``secret``, each new connection runs the handshake
+    (D32) before its first request; a peer that fails it raises ``AuthenticationFailed``.
     """
 
     def __init__(self, max_frame_bytes: int = frames.DEFAULT_MAX_FRAME_BYTES, *,
-                 connect_timeout: float = 2.0, connections_per_peer: int = 1) -> None:
+                 connect_timeout: float = 2.0, connections_per_peer: int = 1,
+                 secret: bytes | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.secret = auth.check_secret(secret, "secret") if secret is not None else None
         self.connect_timeout = connect_timeout
         self.connections_per_peer = max(1, connections_per_peer)
         self._pool: dict[tuple[str, int], list[_ClientProtocol | None]] = {}
@@ -506,7 +591,39 @@ class RpcClient:
             raise _unreachable(f"connect to {peer} timed out") from None
         except OSError as exc:
             raise _unreachable(f"cannot connect to {peer}: {exc.strerror or exc}") from None
+        if self.secret is not None:
+            try:
+                await self._handshake(proto, peer, self.secret)
+            except BaseException:
+                if proto.transport is not None:
+                    proto.transport.close()
+                raise
         return proto
+
+    async def _handshake(self, proto: _ClientProtocol, peer: str, secret: bytes) -> None:
+        """Prove the secret to ``peer`` and check its proof (ringkv.net.auth)."""
+        try:
+            hello = await proto.send_timed(auth.AUTH_HELLO, {"v": auth.VERSION}, self.connect_timeout)[1]
+            server_nonce = hello.get("nonce") if type(hello) is dict else None
+            if not auth.valid_nonce(server_nonce):
+                raise AuthenticationFailed(f"{peer} does not authenticate with a cluster secret "
+                                           "(its reply to the handshake holds no nonce)")
+            nonce = secrets.token_bytes(auth.NONCE_BYTES)
+            body = {"nonce": nonce, "proof": auth.client_proof(secret, server_nonce, nonce)}
+            reply = await proto.send_timed(auth.AUTH, body, self.connect_timeout)[1]
+        except AuthenticationFailed:
+            raise
+        except Timeout:
+            raise _unreachable(f"authentication handshake with {peer} timed out") from None
+        except RingkvError as exc:
+            if is_peer_unreachable(exc):
+                raise
+            raise AuthenticationFailed(f"{peer} does not authenticate with a cluster secret "
+                                       f"(it answered: {exc})") from None
+        proof = reply.get("proof") if type(reply) is dict else None
+        if not auth.proof_matches(auth.server_proof(secret, server_nonce, nonce), proof):
+            raise AuthenticationFailed(f"{peer} does not know the cluster secret (its proof "
+                                       "does not match)")
 
     def drop(self, host: str, port: int) -> None:
         """Close the connections to one peer (the next call reconnects)."""
