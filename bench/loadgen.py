@@ -145,10 +145,14 @@ async def run_load(mode: str, addrs: list[str], op_name: str, *, duration: float
                    connections: int = 1, offset: int = 0, level: int | str | None = 2) -> Result:
     """One load phase from this process against ``addrs``."""
     value = os.urandom(value_size // 2).hex().encode()[:value_size].ljust(value_size, b"v")
+    from ringkv.net import auth, tls
+
+    # a secured cluster (D32, D33): the secret and the TLS CA from the environment, as the CLI
+    secret, ssl = auth.secret_from_env(), tls.context_from_env()
     if mode == "raw":
         from ringkv.net.transport import RpcClient
 
-        rpc = RpcClient(connections_per_peer=connections)
+        rpc = RpcClient(connections_per_peer=connections, secret=secret, ssl=ssl)
         host, port = addrs[0].rsplit(":", 1)
         p = int(port)
 
@@ -162,7 +166,8 @@ async def run_load(mode: str, addrs: list[str], op_name: str, *, duration: float
     else:
         from ringkv.client import AsyncClient
 
-        client = AsyncClient(addrs, connections_per_peer=connections, timeout=5.0)
+        client = AsyncClient(addrs, connections_per_peer=connections, timeout=5.0, secret=secret,
+                             ssl=ssl)
         await client.connect()
 
         async def op(i: int) -> object:

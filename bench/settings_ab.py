@@ -8,12 +8,15 @@ prints one line: ops/s, the nodes' CPU per operation (all threads, from /proc), 
 generator's, and commit-log fsyncs per operation (from each node's ``/status``). On a
 machine shared with other work, ops/s follow the neighbours; CPU per operation is the
 figure to compare, in interleaved runs. Stops the cluster it started. Traffic stays on
-127.0.0.1.
+127.0.0.1. ``--secure`` starts the cluster with a cluster secret (D32), TLS on every port
+(D33, certificates from a throwaway CA made with trustme), or both; the load generator
+then authenticates and speaks TLS too.
 
     python bench/settings_ab.py                                   # defaults, puts
     python bench/settings_ab.py --storage "group_commit_window_us = 2000;group_commit_min_writes = 2"
     python bench/settings_ab.py --node "gc_young_threshold = 200000"
     python bench/settings_ab.py --op get --venv /path/to/other/checkout/.venv
+    python bench/settings_ab.py --secure tls        # none (default), secret, tls, both
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,9 +37,38 @@ sys.path.insert(0, str(HERE))
 from cluster import free_base_port, process_cpu_seconds  # noqa: E402
 
 
-def _status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as r:
+def _status(port: int, ca_file: str | None = None) -> dict:
+    if ca_file is None:
+        url, ctx = f"http://127.0.0.1:{port}/status", None
+    else:
+        url, ctx = f"https://127.0.0.1:{port}/status", ssl.create_default_context(cafile=ca_file)
+    with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
         return json.load(r)
+
+
+def secure_options(mode: str, d: Path) -> tuple[list[str], dict[str, str], str | None]:
+    """``cluster up`` flags, load generator environment and CA file for ``--secure``."""
+    flags: list[str] = []
+    env: dict[str, str] = {}
+    ca_file = None
+    if mode in ("secret", "both"):
+        secret = d / "secret"
+        secret.write_text(os.urandom(32).hex() + "\n")
+        flags += ["--secret-file", str(secret)]
+        env["RINGKV_SECRET_FILE"] = str(secret)
+    if mode in ("tls", "both"):
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        ca_file, cert_file, key_file = str(d / "ca.pem"), str(d / "node.pem"), str(d / "node.key")
+        ca.cert_pem.write_to_path(ca_file)
+        cert.private_key_pem.write_to_path(key_file)
+        for i, blob in enumerate(cert.cert_chain_pems):
+            blob.write_to_path(cert_file, append=i > 0)
+        flags += ["--tls-cert-file", cert_file, "--tls-key-file", key_file, "--tls-ca-file", ca_file]
+        env["RINGKV_TLS_CA_FILE"] = ca_file
+    return flags, env, ca_file
 
 
 def with_table(toml_text: str, table: str, lines: list[str]) -> str:
@@ -66,6 +99,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=6.0, help="seconds of the measured phase")
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--venv", default=str(HERE.parent / ".venv"), help="the build to run")
+    ap.add_argument("--secure", choices=("none", "secret", "tls", "both"), default="none",
+                    help="cluster secret and/or TLS on the cluster and the load generator")
     a = ap.parse_args()
     venv = Path(a.venv)
     ringkv, python = str(venv / "bin" / "ringkv"), str(venv / "bin" / "python")
@@ -74,37 +109,43 @@ def main() -> None:
         loadgen = str(HERE / "loadgen.py")
     d = Path(tempfile.mkdtemp(prefix="ringkv-ab-"))
     base = free_base_port("127.0.0.1", 3)
-    up = [ringkv, "cluster", "up", "--nodes", "3", "--rf", "3", "--base-port", str(base), "--dir", str(d)]
-    down = [ringkv, "cluster", "down", "--dir", str(d)]
+    sec_flags, sec_env, ca_file = secure_options(a.secure, d)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RINGKV_SECRET_FILE", "RINGKV_TLS_CA_FILE")} | sec_env
+    up = [ringkv, "cluster", "up", "--nodes", "3", "--rf", "3", "--base-port", str(base), "--dir",
+          str(d / "c")]
+    down = [ringkv, "cluster", "down", "--dir", str(d / "c")]
     try:
-        subprocess.run(up, capture_output=True, check=True, timeout=120)
+        subprocess.run(up + sec_flags, capture_output=True, check=True, timeout=120, env=env)
         subprocess.run(down, capture_output=True, check=True, timeout=120)
         for table, lines in (("storage", a.storage), ("node", a.node)):
             for i in (1, 2, 3) if lines else ():
-                p = d / f"n{i}" / "node.toml"
+                p = d / "c" / f"n{i}" / "node.toml"
                 p.write_text(with_table(p.read_text(), table, lines.split(";")))
-        subprocess.run(up, capture_output=True, check=True, timeout=120)
-        pids = [int(p.read_text()) for p in sorted(d.glob("n*/*.pid"))] or [
-            int(subprocess.check_output(["pgrep", "-f", f"{d}/n{i}/node.toml"]).split()[0])
+        subprocess.run(up, capture_output=True, check=True, timeout=120, env=env)
+        pids = [int(p.read_text()) for p in sorted(d.glob("c/n*/*.pid"))] or [
+            int(subprocess.check_output(["pgrep", "-f", f"{d}/c/n{i}/node.toml"]).split()[0])
             for i in (1, 2, 3)]
         http = [base + 1000 + i for i in range(3)]
-        fsyncs = lambda: sum(_status(p)["engine"]["fsyncs"] for p in http)  # noqa: E731
+        fsyncs = lambda: sum(_status(p, ca_file)["engine"]["fsyncs"] for p in http)  # noqa: E731
         lg = [python, loadgen, "run", "--mode", "client", "--addr", f"127.0.0.1:{base}",
               "--concurrency", "50", "--keys", str(a.keys), "--level", "2"]
         subprocess.run(lg + ["--op", "put", "--duration", "1" if a.op == "put" else "4"],
-                       capture_output=True, timeout=120)
+                       capture_output=True, timeout=120, env=env)
         c0, f0 = process_cpu_seconds(pids), fsyncs()
         res = subprocess.run(lg + ["--op", a.op, "--duration", str(a.duration)],
-                             capture_output=True, text=True, timeout=a.duration + 120)
+                             capture_output=True, text=True, timeout=a.duration + 120, env=env)
         c1, f1 = process_cpu_seconds(pids), fsyncs()
         out = json.loads(res.stdout)
         ops = out["ops"]
         label = "; ".join(x for x in (a.storage, a.node) if x) or "defaults"
+        if a.secure != "none":
+            label += f" [secure: {a.secure}]"
         print(f"{label:50s} {a.op} {ops / out['elapsed']:8.0f}/s  "
               f"server CPU/op {1e6 * (c1 - c0) / ops:6.1f} us  loadgen {1e6 * out['cpu'] / ops:5.1f} us  "
               f"fsyncs/op {(f1 - f0) / ops:.3f}  ({venv})")
     finally:
-        subprocess.run(down, capture_output=True, timeout=120)
+        subprocess.run(down, capture_output=True, timeout=120, env=env)
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -125,6 +125,10 @@ def cli() -> None:
 @click.option("--sync-mode", type=click.Choice(["batch", "periodic", "off"]), help="Commit log sync mode.")
 @click.option("--secret-file", help="File holding the cluster secret (>= 16 bytes); every RPC "
                                     "connection must prove it (default: none).")
+@click.option("--tls-cert-file", help="PEM certificate to serve TLS with on every port (with "
+                                      "--tls-key-file and --tls-ca-file; default: plaintext).")
+@click.option("--tls-key-file", help="PEM private key of --tls-cert-file.")
+@click.option("--tls-ca-file", help="PEM CA bundle peers' certificates are checked against.")
 @click.option("--join", "join", is_flag=True, default=None,
               help="First start: join a cluster that has data (stream this node's ranges first).")
 @click.option("--replace", "replace_id", metavar="NODE_ID",
@@ -150,8 +154,11 @@ def server_config(config_path: str | None, node: dict[str, Any], sync_mode: str 
     """The TOML file (if any) with the flags that were given laid over it, validated."""
     overrides: dict[str, dict[str, Any]] = {}
     node = {k: v for k, v in node.items() if v is not None}
-    if "secret_file" in node:
-        overrides["security"] = {"secret_file": os.path.abspath(node.pop("secret_file"))}
+    security = {name: os.path.abspath(node.pop(name))
+                for name in ("secret_file", "tls_cert_file", "tls_key_file", "tls_ca_file")
+                if name in node}
+    if security:
+        overrides["security"] = security
     if "seeds" in node:
         node["seeds"] = [s.strip() for s in node["seeds"].split(",") if s.strip()]
     if node:
@@ -193,17 +200,31 @@ dir_option = click.option("--dir", "directory", default=None,
 @click.option("--secret-file", type=click.Path(dir_okay=False, exists=True),
               help="Cluster secret (>= 16 bytes) every RPC connection must prove; client "
                    "commands use it too (docs/operations.md, Security).")
+@click.option("--tls-cert-file", type=click.Path(dir_okay=False, exists=True),
+              help="PEM certificate every node presents (TLS on all ports; with --tls-key-file "
+                   "and --tls-ca-file).")
+@click.option("--tls-key-file", type=click.Path(dir_okay=False, exists=True), help="Its PEM key.")
+@click.option("--tls-ca-file", type=click.Path(dir_okay=False, exists=True),
+              help="PEM CA that signed the nodes' certificates.")
 @click.pass_context
 @friendly_errors
 def cluster_up(ctx: click.Context, nodes: int, directory: str | None, base_port: int, rf: int,
-               foreground: bool, timeout: float, secret_file: str | None) -> None:
+               foreground: bool, timeout: float, secret_file: str | None,
+               tls_cert_file: str | None, tls_key_file: str | None, tls_ca_file: str | None) -> None:
     """Start (or restart) a local cluster; return once every node serves."""
     root = lc.cluster_dir(directory)
     local = LocalCluster.load(root)
     explicit = ctx.get_parameter_source("nodes") != click.core.ParameterSource.DEFAULT
+    tls_given = {k: v for k, v in (("cert_file", tls_cert_file), ("key_file", tls_key_file),
+                                   ("ca_file", tls_ca_file)) if v}
+    if tls_given and len(tls_given) < 3:
+        raise ConfigError("--tls-cert-file", "TLS needs --tls-cert-file, --tls-key-file and "
+                                             "--tls-ca-file, all three")
     if local is None:
-        local = LocalCluster(root, secret_file=os.path.abspath(secret_file) if secret_file else "")
+        local = LocalCluster(root, secret_file=os.path.abspath(secret_file) if secret_file else "",
+                             tls_files={k: os.path.abspath(v) for k, v in tls_given.items()})
         local.secret()  # a short or unreadable secret fails here, before any node starts
+        local.tls_context()  # ... and so do TLS files that do not load
         local.plan(nodes, base_port, rf)
     else:
         _note_kept_options(ctx, local)
@@ -230,6 +251,8 @@ def _note_kept_options(ctx: click.Context, local: LocalCluster) -> None:
     if secret_file and os.path.abspath(secret_file) != local.secret_file:
         click.echo("note: keeping the existing cluster secret setting "
                    f"({local.secret_file or 'none'}; see nI/node.toml [security])")
+    if ctx.params.get("tls_cert_file") and not local.tls_files:
+        click.echo("note: keeping the existing plaintext setup (see nI/node.toml [security])")
 
 
 def _print_quickstart(local: LocalCluster, directory: str | None) -> None:
@@ -411,7 +434,7 @@ def _client(address: str | None) -> Any:
     from ringkv.errors import Unavailable
 
     host, port = lc.split_address(address or lc.default_address())
-    client = Client([f"{host}:{port}"], secret=lc.default_secret())
+    client = Client([f"{host}:{port}"], secret=lc.default_secret(), ssl=lc.default_tls())
     try:
         return client.connect()
     except Unavailable as exc:  # connect fails with Unavailable only when no node answered

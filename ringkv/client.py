@@ -20,6 +20,9 @@ Contracts:
   context the retry cannot lose data, at worst it leaves an equal sibling.
 - With ``secret`` (the cluster secret, bytes), every connection proves it to the node and
   checks the node's proof (D32); a wrong or missing secret raises ``AuthenticationFailed``.
+- With ``ssl`` (an ``ssl.SSLContext``, e.g. ``ringkv.net.tls.client_context(ca_file)``),
+  connections are TLS (D33); a node whose certificate the context does not trust raises
+  ``AuthenticationFailed``.
 Docs: docs/client.md.
 """
 
@@ -53,7 +56,7 @@ class AsyncClient:
                  resolver: Resolver | None = None, refresh_interval: float = 30.0,
                  suspect_seconds: float = 2.0, limits: LimitsConfig | None = None,
                  connections_per_peer: int = 1, rng: random.Random | None = None,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, ssl: Any = None) -> None:
         if not seeds:
             raise InvalidRequest("AsyncClient needs at least one seed 'host:port'")
         self.seeds = [_split(s) for s in seeds]
@@ -63,7 +66,7 @@ class AsyncClient:
         self.refresh_interval, self.suspect_seconds = refresh_interval, suspect_seconds
         self.limits = limits or LimitsConfig()
         self._rpc = RpcClient(self.limits.max_frame_bytes, connect_timeout=timeout,
-                              connections_per_peer=connections_per_peer, secret=secret)
+                              connections_per_peer=connections_per_peer, secret=secret, ssl=ssl)
         self._rng = rng or random.Random()
         self._ring: Ring | None = None
         self._tokens: list[int] = []  # the ring's tokens, sorted

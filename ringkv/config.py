@@ -224,13 +224,31 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """Who may use a node's RPC port (``ringkv.net.auth``; docs/operations.md, "Security")."""
+    """Who may use a node's ports, and how they are encrypted (``ringkv.net.auth``,
+    ``ringkv.net.tls``; docs/operations.md, "Security")."""
 
     secret_file: str = ""  # file holding the cluster secret, at least 16 bytes (e.g. made with `openssl rand -hex 32 > FILE`, mode 600); when set, every connection to the RPC port, from peers and clients alike, must prove it knows the secret before any request; "" = no authentication. The HTTP and RESP ports are not covered: bind them to a private address
+    tls_cert_file: str = ""  # PEM certificate (chain) this node presents; with tls_key_file and tls_ca_file set, the RPC, HTTP and RESP ports serve TLS only and peers are dialed with TLS (docs/decisions.md D33); "" = plaintext
+    tls_key_file: str = ""  # PEM private key of tls_cert_file
+    tls_ca_file: str = ""  # PEM CA bundle the peers' certificates (and clients' ones, when they present one) are checked against
+    tls_require_client_cert: bool = False  # also refuse clients that present no certificate signed by tls_ca_file (mutual TLS for clients too; peers always present theirs)
+    tls_check_hostname: bool = True  # a node dialing a peer checks that the peer's certificate names the host it dialed (false: certificates shared by every node, or naming no host)
 
     def validate(self) -> None:
-        if not isinstance(self.secret_file, str):
-            raise ConfigError("security.secret_file", "must be a path (a string)")
+        for name in ("secret_file", "tls_cert_file", "tls_key_file", "tls_ca_file"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"security.{name}", "must be a path (a string)")
+        tls = [bool(self.tls_cert_file), bool(self.tls_key_file), bool(self.tls_ca_file)]
+        if any(tls) and not all(tls):
+            raise ConfigError("security.tls_cert_file", "TLS needs tls_cert_file, tls_key_file "
+                                                        "and tls_ca_file, all three")
+        if self.tls_require_client_cert and not self.tls_ca_file:
+            raise ConfigError("security.tls_require_client_cert", "needs TLS (tls_ca_file)")
+
+    @property
+    def tls(self) -> bool:
+        """True when the node's ports speak TLS."""
+        return bool(self.tls_cert_file)
 
 
 @dataclass(frozen=True)

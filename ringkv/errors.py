@@ -14,7 +14,7 @@ retry logic whether sending the same request again may succeed.
     ├── Timeout(required, received)          retriable: too few replies in time; outcome unknown
     ├── Overloaded(detail)                   retriable: a bounded queue is full; back off
     ├── Closed(detail)                       the engine, node or connection is shut down
-    ├── AuthenticationFailed(detail)         the cluster secret handshake failed or was skipped
+    ├── AuthenticationFailed(detail)         the secret handshake or the TLS handshake failed
     └── ConfigError(field, message)          invalid configuration, found at start-up
 
 Errors cross the wire as ``{"code": <class name>, "message": str, "fields": {...}}`` and
@@ -131,8 +131,9 @@ class Closed(RingkvError):
 
 
 class AuthenticationFailed(RingkvError):
-    """A connection did not prove it knows the cluster secret (or the peer did not): no
-    request on it is served. Not retriable: the same secret fails the same way."""
+    """A connection did not prove it knows the cluster secret (or the peer did not), or
+    its TLS handshake failed (an untrusted certificate, a peer without TLS): no request on
+    it is served. Not retriable: the same secret or certificate fails the same way."""
 
     def __init__(self, detail: str = "authentication failed") -> None:
         super().__init__(detail)

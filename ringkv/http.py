@@ -57,11 +57,12 @@ def make_app(node: Any) -> web.Application:
     return app
 
 
-async def start_http(node: Any, host: str, port: int) -> web.AppRunner:
-    """Serve the API on host:port; returns the runner (``await runner.cleanup()`` to stop)."""
+async def start_http(node: Any, host: str, port: int, ssl_context: Any = None) -> web.AppRunner:
+    """Serve the API on host:port (HTTPS with ``ssl_context``); returns the runner
+    (``await runner.cleanup()`` to stop)."""
     runner = web.AppRunner(make_app(node), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
     return runner
 
 

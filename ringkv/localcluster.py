@@ -66,21 +66,24 @@ class LocalNode:
         return f"{self.host}:{self.port}"
 
 
-_DEFAULT_SECRET = object()
+_FROM_DEFAULTS = object()  # rpc_call's secret/ssl not given: default_secret()/default_tls()
 
 
 def rpc_call(address: str, method: str, body: dict | None = None, timeout: float = 2.0,
-             secret: Any = _DEFAULT_SECRET) -> dict:
+             secret: Any = _FROM_DEFAULTS, ssl: Any = _FROM_DEFAULTS) -> dict:
     """Call one RPC method on ``host:port`` and return its reply; raises RingkvError.
-    ``secret``: the cluster secret to authenticate with (default :func:`default_secret`)."""
+    ``secret``: the cluster secret to authenticate with (default :func:`default_secret`);
+    ``ssl``: the TLS client context (default :func:`default_tls`)."""
     from ringkv.net.transport import RpcClient
 
     host, port = split_address(address)
-    if secret is _DEFAULT_SECRET:
+    if secret is _FROM_DEFAULTS:
         secret = default_secret()
+    if ssl is _FROM_DEFAULTS:
+        ssl = default_tls()
 
     async def call() -> dict:
-        async with RpcClient(connect_timeout=timeout, secret=secret) as client:
+        async with RpcClient(connect_timeout=timeout, secret=secret, ssl=ssl) as client:
             return await client.call(host, port, method, body or {}, timeout=timeout)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -109,11 +112,13 @@ class LocalCluster:
     """The nodes recorded in one cluster directory, and the processes behind them."""
 
     def __init__(self, root: str | Path, nodes: list[LocalNode] | None = None, rf: int = 3,
-                 server_command: list[str] | None = None, secret_file: str = "") -> None:
+                 server_command: list[str] | None = None, secret_file: str = "",
+                 tls_files: dict[str, str] | None = None) -> None:
         self.root = Path(root).resolve()
         self.nodes = nodes or []
         self.rf = rf
         self.secret_file = secret_file  # the cluster secret's file (D32), "" = none
+        self.tls_files = dict(tls_files or {})  # cert_file, key_file, ca_file (D33); {} = no TLS
         # how a node is started; "--config <file>" is appended (tests may substitute a stand-in)
         self.server_command = server_command or [sys.executable, "-m", "ringkv.cli", "server"]
         self._procs: dict[str, subprocess.Popen] = {}  # nodes this manager started
@@ -133,7 +138,8 @@ class LocalCluster:
         except (ValueError, KeyError, TypeError) as exc:
             raise LocalClusterError(f"{path} is not a ringkv cluster state file: {exc}") from None
         return cls(root, nodes, rf=int(data.get("rf", 3)),
-                   secret_file=str(data.get("secret_file", "")))
+                   secret_file=str(data.get("secret_file", "")),
+                   tls_files={str(k): str(v) for k, v in (data.get("tls") or {}).items()})
 
     def save(self) -> None:
         """Write cluster.json atomically."""
@@ -141,6 +147,8 @@ class LocalCluster:
         data: dict[str, Any] = {"version": 1, "rf": self.rf, "nodes": [asdict(n) for n in self.nodes]}
         if self.secret_file:
             data["secret_file"] = self.secret_file
+        if self.tls_files:
+            data["tls"] = self.tls_files
         tmp = self.root / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.root / STATE_FILE)
@@ -150,6 +158,16 @@ class LocalCluster:
         if not self.secret_file:
             return None
         return auth.read_secret_file(self.secret_file, f"{STATE_FILE} secret_file")
+
+    def tls_context(self) -> Any:
+        """The TLS client context for this cluster's nodes (their CA, their certificate
+        presented), or None when they do not serve TLS."""
+        if not self.tls_files:
+            return None
+        from ringkv.net import tls
+
+        f = self.tls_files
+        return tls.client_context(f["ca_file"], f["cert_file"], f["key_file"], field=STATE_FILE)
 
     def node_dir(self, node: LocalNode) -> Path:
         return self.root / node.node_id
@@ -200,8 +218,11 @@ class LocalCluster:
         }  # everything else at the server's defaults (D27): a local cluster is not a toy
         if join:  # streams its ranges before serving reads (docs/topology.md)
             config["streaming"] = {"join": True}
+        security: dict[str, str] = {f"tls_{k}": v for k, v in self.tls_files.items()}
         if self.secret_file:
-            config["security"] = {"secret_file": self.secret_file}
+            security["secret_file"] = self.secret_file
+        if security:
+            config["security"] = security
         path.write_text("# written by 'ringkv cluster up'; kept across restarts\n"
                         + tomli_w.dumps(config))
 
@@ -278,12 +299,12 @@ class LocalCluster:
         """Poll every node's ``ring`` RPC until each lists every cluster node as up."""
         pending = list(self.nodes)
         last: dict[str, str] = {}
-        secret = self.secret()
+        secret, tls = self.secret(), self.tls_context()
         while pending:
             node = pending[0]
             self._check_alive(node)
             try:
-                ring = rpc_call(node.address, "ring", timeout=2.0, secret=secret)
+                ring = rpc_call(node.address, "ring", timeout=2.0, secret=secret, ssl=tls)
                 up = sum(1 for n in ring.get("nodes", []) if is_up(n.get("state")))
                 last[node.node_id] = f"its ring shows {up} of {len(self.nodes)} nodes up"
                 if up >= len(self.nodes):
@@ -450,5 +471,21 @@ def default_secret(explicit_dir: str | None = None) -> bytes | None:
     return cluster.secret() if cluster is not None else None
 
 
+def default_tls(explicit_dir: str | None = None) -> Any:
+    """The TLS client context client commands connect with: from ``$RINGKV_TLS_CA_FILE``
+    (ringkv.net.tls), else the local cluster's (if it serves TLS), else None."""
+    from ringkv.net import tls
+
+    ctx = tls.context_from_env()
+    if ctx is not None:
+        return ctx
+    try:
+        cluster = LocalCluster.load(cluster_dir(explicit_dir))
+    except LocalClusterError:
+        return None
+    return cluster.tls_context() if cluster is not None else None
+
+
 __all__ = ["LocalCluster", "LocalNode", "LocalClusterError", "rpc_call", "split_address",
-           "cluster_dir", "default_address", "default_secret", "is_up", "pid_matches", "port_free"]
+           "cluster_dir", "default_address", "default_secret", "default_tls", "is_up",
+           "pid_matches", "port_free"]

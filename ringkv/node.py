@@ -55,7 +55,7 @@ from ringkv.moved_writes import COUNTERS as MOVED_COUNTERS
 from ringkv.moved_writes import MovedWrites
 from ringkv.node_gossip import GossipShell
 from ringkv.node_replica import ReplicaHandlers
-from ringkv.net import auth
+from ringkv.net import auth, tls
 from ringkv.net.transport import COROUTINE_TYPES, RpcClient, RpcServer
 from ringkv.repair import Repairer
 from ringkv.ring import Ring, token_for
@@ -94,10 +94,18 @@ class Node(GossipShell, ReplicaHandlers):
         self.engine: Any = None
         self.server: RpcServer | None = None
         # the cluster secret (D32): read once; every RPC connection, both ways, proves it
-        self.secret = (auth.read_secret_file(config.security.secret_file)
-                       if config.security.secret_file else None)
+        sec = config.security
+        self.secret = auth.read_secret_file(sec.secret_file) if sec.secret_file else None
+        # TLS (D33): the context every listening port serves with, and the one for peers
+        self.tls_server = self.tls_client = None
+        if sec.tls:
+            self.tls_server = tls.server_context(sec.tls_cert_file, sec.tls_key_file, sec.tls_ca_file,
+                                                 require_client_cert=sec.tls_require_client_cert)
+            self.tls_client = tls.client_context(sec.tls_ca_file, sec.tls_cert_file, sec.tls_key_file,
+                                                 check_hostname=sec.tls_check_hostname)
         self.rpc = (client_factory or RpcClient)(config.limits.max_frame_bytes,
-                                                 connect_timeout=self.timeout, secret=self.secret)
+                                                 connect_timeout=self.timeout, secret=self.secret,
+                                                 ssl=self.tls_client)
         self.membership: Membership | None = None
         self.ring = Ring([], self.replication)
         self._ring_sig: tuple = ()
@@ -154,7 +162,8 @@ class Node(GossipShell, ReplicaHandlers):
         await self.handoff.open()
         try:
             self.server = self._server_factory(self.handle, cfg.node.host, cfg.node.port,
-                                               cfg.limits.max_frame_bytes, secret=self.secret)
+                                               cfg.limits.max_frame_bytes, secret=self.secret,
+                                               ssl=self.tls_server)
             if isinstance(self.server, RpcServer):
                 self.server.eager = True  # see handle(): put/delete run without a Task
             await self.server.start()
@@ -590,6 +599,7 @@ class Node(GossipShell, ReplicaHandlers):
                 "alive": [n for n in sorted(self._addr) if self.alive(n)],
                 "counters": dict(self.counters, auth_refusals=getattr(self.server, "auth_refusals", 0)),
                 "engine": stats, "authenticated": self.secret is not None,
+                "tls": self.tls_server is not None,
                 "hints": self.handoff.status(), "streaming": self.topology.summary(),
                 "repair_trees": self.repairer.store.view()}
 

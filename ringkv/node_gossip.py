@@ -81,12 +81,12 @@ class GossipShell:
             return
         exc = task.exception()
         now = self.clock.monotonic()
-        if isinstance(exc, AuthenticationFailed):  # a secret mismatch: say so, once a minute
+        if isinstance(exc, AuthenticationFailed):  # secret or TLS mismatch: say so, once a minute
             peer = f"{eff.node_id or 'seed'} ({eff.host}:{eff.port})"
             if now >= self._auth_warned.get(peer, 0.0):
                 self._auth_warned[peer] = now + AUTH_WARN_EVERY_S
-                log.warning("gossip to %s refused: AuthenticationFailed: %s (is the cluster "
-                            "secret the same on both nodes?)", peer, exc)
+                log.warning("gossip to %s refused: AuthenticationFailed: %s (do both nodes have "
+                            "the same cluster secret and TLS CA?)", peer, exc)
         self._perform(self.membership.on_unreachable(eff.node_id, now))
 
     def _rpc_gossip(self, body: dict) -> dict:

@@ -76,8 +76,9 @@ class RespServer:
     def __init__(self, ops: KvOps, host: str = "127.0.0.1", port: int = 6380,
                  limits: LimitsConfig = LimitsConfig(), info: Callable[[], dict] | None = None,
                  *, max_connections: int = 10_000, max_pending: int = 4096,
-                 max_group: int = 256) -> None:
+                 max_group: int = 256, ssl: Any = None) -> None:
         self.host, self.port = host, port
+        self.ssl = ssl  # a server SSLContext: serve RESP over TLS (D33)
         self.resp_limits = RespLimits.from_config(limits)
         self.max_connections, self.max_pending, self.max_group = max_connections, max_pending, max_group
         self.stats: dict[str, int] = {"connected_clients": 0, "max_connections": max_connections,
@@ -105,7 +106,8 @@ class RespServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, self.host, self.port)
+        self._server = await loop.create_server(self._new_connection, self.host, self.port,
+                                                ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         self.commands.port = self.port
 

@@ -63,15 +63,17 @@ async def _run(config: RingkvConfig) -> None:
     http = resp = None
     try:
         try:
-            http = await start_http(node, config.node.host, config.node.effective_http_port())
+            http = await start_http(node, config.node.host, config.node.effective_http_port(),
+                                    node.tls_server)
         except OSError as exc:
             raise Closed(f"cannot listen for HTTP on {config.node.host}:"
                          f"{config.node.effective_http_port()}: {exc.strerror or exc}") from None
         resp = await _start_resp(node, config)
         assert node.server is not None
         extra = f" (resp :{resp.port})" if resp is not None else ""
+        tls = " with TLS" if node.tls_server is not None else ""
         print(f"ringkv node {node.node_id} serving on {config.node.host}:{node.server.port} "
-              f"(http :{config.node.effective_http_port()}){extra}", flush=True)
+              f"(http :{config.node.effective_http_port()}){extra}{tls}", flush=True)
         log.info("node %s up: dc %s, %d tokens, seeds %s", node.node_id, node.dc,
                  len(node.ident.tokens) if node.ident else 0, ", ".join(config.node.seeds) or "none")
         await stop.wait()
@@ -91,7 +93,8 @@ async def _start_resp(node: Any, config: RingkvConfig) -> Any:
         return None
     from ringkv.resp_server import RespServer
 
-    server = RespServer(node, config.node.host, port, config.limits, info=node.status)
+    server = RespServer(node, config.node.host, port, config.limits, info=node.status,
+                        ssl=node.tls_server)
     try:
         await server.start()
     except OSError as exc:

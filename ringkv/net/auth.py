@@ -16,7 +16,9 @@ Invariants: the secret itself never crosses the wire; each side contributes a fr
 random nonce, so a recorded handshake cannot be replayed to either side; proofs are
 compared in constant time; the two directions use different labels, so a server's proof
 cannot be reflected back as a client's. What it does not give: secrecy or integrity of the
-requests that follow (that is TLS's job; see docs/operations.md "Security").
+requests that follow, nor protection from a man in the middle, who can relay a whole
+handshake between a real client and a real node and then read or change the traffic
+(that is TLS's job, ringkv.net.tls; see docs/operations.md "Security").
 
 The transport (``ringkv.net.transport``) drives the exchange and makes the nonces; this
 module computes and checks, and reads the secret file (its only IO).

@@ -32,8 +32,9 @@ Contracts:
   request until the client has passed the handshake of :mod:`ringkv.net.auth`, and a
   client connection is pooled only once the server has proved the secret too. Anything
   else gets ``AuthenticationFailed`` and that connection alone is closed.
-
-Not done: TLS (the handshake authenticates a connection; it does not encrypt it).
+- Encrypted (``ssl``, D33): with an SSL context (``ringkv.net.tls``) both ends speak TLS;
+  a client whose TLS handshake fails (an untrusted certificate, a peer without TLS) gets
+  ``AuthenticationFailed`` naming the reason.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import functools
 import itertools
 import logging
 import secrets
+import ssl as _ssl
 from collections import deque
 from types import CoroutineType
 from typing import Any, Awaitable, Callable, Union
@@ -330,13 +332,15 @@ class _ServerProtocol(asyncio.Protocol):
 
 class RpcServer:
     """Serves ringkv RPC on one TCP address. ``await start()``, then ``await close()``.
-    With ``secret``, every connection must pass the handshake first (D32)."""
+    With ``secret``, every connection must pass the handshake first (D32); with ``ssl``
+    (a server context from ``ringkv.net.tls``), every connection is TLS (D33)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = frames.DEFAULT_MAX_FRAME_BYTES, *,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT, eager: bool = False,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, ssl: _ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.ssl = ssl
         self.secret = auth.check_secret(secret, "secret") if secret is not None else None
         self.eager = eager
         self.host, self.port = host, port
@@ -370,7 +374,8 @@ class RpcServer:
         """Bind and listen; with port 0 the chosen port is stored in ``self.port``."""
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
-            lambda: _ServerProtocol(self), self.host, self.port, reuse_address=True, backlog=1024)
+            lambda: _ServerProtocol(self), self.host, self.port, reuse_address=True, backlog=1024,
+            ssl=self.ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.ssl else None)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -525,12 +530,14 @@ class RpcClient:
     connection that breaks is dropped and reopened on the next call. One RpcClient
     belongs to one event loop. With ``secret``, each new connection runs the handshake
     (D32) before its first request; a peer that fails it raises ``AuthenticationFailed``.
+    With ``ssl`` (a client context from ``ringkv.net.tls``), connections are TLS (D33).
     """
 
     def __init__(self, max_frame_bytes: int = frames.DEFAULT_MAX_FRAME_BYTES, *,
                  connect_timeout: float = 2.0, connections_per_peer: int = 1,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, ssl: _ssl.SSLContext | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.ssl = ssl
         self.secret = auth.check_secret(secret, "secret") if secret is not None else None
         self.connect_timeout = connect_timeout
         self.connections_per_peer = max(1, connections_per_peer)
@@ -585,10 +592,17 @@ class RpcClient:
         peer = f"{host}:{port}"
         try:
             _, proto = await asyncio.wait_for(loop.create_connection(
-                lambda: _ClientProtocol(peer, self.max_frame_bytes, loop), host, port),
+                lambda: _ClientProtocol(peer, self.max_frame_bytes, loop), host, port,
+                ssl=self.ssl, server_hostname=host if self.ssl is not None else None),
                 self.connect_timeout)
         except asyncio.TimeoutError:
             raise _unreachable(f"connect to {peer} timed out") from None
+        except _ssl.SSLCertVerificationError as exc:
+            raise AuthenticationFailed(f"TLS: the certificate of {peer} is not trusted: "
+                                       f"{exc.verify_message or exc.reason}") from None
+        except _ssl.SSLError as exc:
+            raise AuthenticationFailed(f"TLS handshake with {peer} failed: {exc.reason or exc} "
+                                       "(does it serve TLS, and trust our certificate?)") from None
         except OSError as exc:
             raise _unreachable(f"cannot connect to {peer}: {exc.strerror or exc}") from None
         if self.secret is not None:
