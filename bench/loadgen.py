@@ -202,7 +202,11 @@ def bare_handler(value_size: int = 100) -> Callable[[str, dict, str], dict]:
 
 
 async def serve_bare(host: str, port: int, value_size: int, use_async: bool,
-                     eager: bool = False) -> None:
+                     eager: bool = False, tls_files: tuple[str, str] | None = None,
+                     secret_file: str | None = None) -> None:
+    """The bare server; with ``tls_files`` (cert, key) it serves TLS, with ``secret_file``
+    it requires the cluster-secret handshake (bench/rpc_security.py)."""
+    from ringkv.net import auth, tls
     from ringkv.net.transport import RpcServer
 
     fast = bare_handler(value_size)
@@ -210,7 +214,10 @@ async def serve_bare(host: str, port: int, value_size: int, use_async: bool,
     async def slow(method: str, body: dict, peer: str) -> dict:
         return fast(method, body, peer)
 
-    server = await RpcServer(slow if use_async else fast, host, port, eager=eager).start()
+    ssl = tls.server_context(*tls_files) if tls_files else None
+    secret = auth.read_secret_file(secret_file) if secret_file else None
+    server = await RpcServer(slow if use_async else fast, host, port, eager=eager, ssl=ssl,
+                             secret=secret).start()
     print(json.dumps({"listening": f"{host}:{server.port}"}), flush=True)
     try:
         await asyncio.Event().wait()
@@ -248,12 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--value-size", type=int, default=100)
     srv.add_argument("--async-handler", action="store_true")
     srv.add_argument("--eager", action="store_true", help="RpcServer(eager=True)")
+    srv.add_argument("--tls-cert", help="serve TLS with this PEM certificate (and --tls-key)")
+    srv.add_argument("--tls-key")
+    srv.add_argument("--secret-file", help="require the cluster-secret handshake")
     args = ap.parse_args(argv)
     _install_uvloop()
     if args.cmd == "serve-bare":
         try:
             asyncio.run(serve_bare(args.host, args.port, args.value_size, args.async_handler,
-                                   args.eager))
+                                   args.eager, (args.tls_cert, args.tls_key) if args.tls_cert else None,
+                                   args.secret_file))
         except KeyboardInterrupt:
             pass
         return 0
