@@ -448,27 +448,27 @@ def cluster_dir(explicit: str | None = None) -> Path:
 def default_address(explicit_dir: str | None = None) -> str:
     """Where client commands go by default: the local cluster's first running node
     (its first node if none runs), else 127.0.0.1:7400."""
-    try:
-        cluster = LocalCluster.load(cluster_dir(explicit_dir))
-    except LocalClusterError:
-        cluster = None
+    cluster = _local_cluster(explicit_dir)
     if cluster is None or not cluster.nodes:
         return f"127.0.0.1:{DEFAULT_BASE_PORT}"
     running = [n for n in cluster.nodes if cluster.is_running(n)]
     return (running or cluster.nodes)[0].address
 
 
+def _local_cluster(explicit_dir: str | None) -> "LocalCluster | None":
+    try:
+        return LocalCluster.load(cluster_dir(explicit_dir))
+    except LocalClusterError:
+        return None
+
+
 def default_secret(explicit_dir: str | None = None) -> bytes | None:
     """The cluster secret client commands authenticate with: the one in the file
     ``$RINGKV_SECRET_FILE`` names, else the local cluster's (if it has one), else None."""
     secret = auth.secret_from_env()
-    if secret is not None:
-        return secret
-    try:
-        cluster = LocalCluster.load(cluster_dir(explicit_dir))
-    except LocalClusterError:
-        return None
-    return cluster.secret() if cluster is not None else None
+    if secret is None and (cluster := _local_cluster(explicit_dir)) is not None:
+        secret = cluster.secret()
+    return secret
 
 
 def default_tls(explicit_dir: str | None = None) -> Any:
@@ -477,13 +477,9 @@ def default_tls(explicit_dir: str | None = None) -> Any:
     from ringkv.net import tls
 
     ctx = tls.context_from_env()
-    if ctx is not None:
-        return ctx
-    try:
-        cluster = LocalCluster.load(cluster_dir(explicit_dir))
-    except LocalClusterError:
-        return None
-    return cluster.tls_context() if cluster is not None else None
+    if ctx is None and (cluster := _local_cluster(explicit_dir)) is not None:
+        ctx = cluster.tls_context()
+    return ctx
 
 
 __all__ = ["LocalCluster", "LocalNode", "LocalClusterError", "rpc_call", "split_address",

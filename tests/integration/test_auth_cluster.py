@@ -16,7 +16,7 @@ import pytest
 from ringkv.client import Client
 from ringkv.errors import AuthenticationFailed
 from ringkv.localcluster import rpc_call
-from tests.integration.test_cli import alive, check, free_base_port, node_pids, run
+from tests.integration.test_cli import check, cluster_running, free_base_port, run
 
 NODES = 3
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -32,19 +32,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
     env = dict(os.environ, RINGKV_CLUSTER_DIR=str(directory))
     env.pop("RINGKV_SECRET_FILE", None)
     base = free_base_port(NODES + 1)
-    started: dict[str, int] = {}
-    try:
-        up = run("cluster", "up", "--nodes", NODES, "--dir", directory, "--base-port", base,
-                 "--secret-file", secret_file, env=env)
-        if (directory / "cluster.json").exists():
-            started = node_pids(directory)
-        check(up, directory)
+    with cluster_running(directory, env, "--nodes", NODES, "--base-port", base,
+                         "--secret-file", secret_file):
         yield directory, env, base, root
-    finally:
-        run("cluster", "down", "--dir", directory, "--grace", 5, env=env)
-        for node_id, pid in started.items():
-            if alive(pid, directory, node_id):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_nodes_carry_the_secret_setting_and_the_cli_uses_it(secured):

@@ -8,6 +8,7 @@ context, restart with data, and failures that print one line and exit nonzero.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -75,24 +77,31 @@ def check(result: subprocess.CompletedProcess, directory: Path) -> subprocess.Co
     return result
 
 
-@pytest.fixture(scope="module")
-def cli_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A 3-node cluster started with the CLI; always torn down, even when a test fails."""
-    directory = tmp_path_factory.mktemp("cli") / "D"
-    env = dict(os.environ, RINGKV_CLUSTER_DIR=str(directory))
+@contextlib.contextmanager
+def cluster_running(directory: Path, env: dict, *up_args: object) -> Iterator[None]:
+    """``ringkv cluster up --dir directory UP_ARGS``, then always ``cluster down`` (and
+    SIGKILL for any node left), even when a test fails."""
     started: dict[str, int] = {}
     try:
-        up = run("cluster", "up", "--nodes", NODES, "--dir", directory,
-                 "--base-port", free_base_port(NODES), env=env)
+        up = run("cluster", "up", "--dir", directory, *up_args, env=env)
         if (directory / "cluster.json").exists():
             started = node_pids(directory)
         check(up, directory)
-        yield directory, env
+        yield
     finally:
         run("cluster", "down", "--dir", directory, "--grace", 5, env=env)
         for node_id, pid in started.items():  # belt and braces: nothing may outlive the test
             if alive(pid, directory, node_id):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cli_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A 3-node cluster started with the CLI; always torn down, even when a test fails."""
+    directory = tmp_path_factory.mktemp("cli") / "D"
+    env = dict(os.environ, RINGKV_CLUSTER_DIR=str(directory))
+    with cluster_running(directory, env, "--nodes", NODES, "--base-port", free_base_port(NODES)):
+        yield directory, env
 
 
 def test_up_returns_once_every_node_serves(cli_cluster):

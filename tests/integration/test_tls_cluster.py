@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,7 +20,8 @@ from ringkv.client import Client
 from ringkv.errors import AuthenticationFailed, RingkvError
 from ringkv.localcluster import rpc_call
 from ringkv.net import tls
-from tests.integration.test_cli import alive, check, free_base_port, node_pids, run
+from tests.integration.test_cli import check, cluster_running, free_base_port, run
+from tests.unit.test_tls import Pki
 
 NODES = 3
 
@@ -28,32 +29,17 @@ NODES = 3
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    files = {"ca": root / "ca.pem", "cert": root / "node.pem", "key": root / "node.key"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    cert.private_key_pem.write_to_path(str(files["key"]))
-    for i, blob in enumerate(cert.cert_chain_pems):
-        blob.write_to_path(str(files["cert"]), append=i > 0)
+    pki = Pki(root)
+    files = {"ca": Path(pki.ca_file), "cert": Path(pki.cert_file), "key": Path(pki.key_file)}
     directory = root / "D"
     env = dict(os.environ, RINGKV_CLUSTER_DIR=str(directory))
     for name in (tls.CA_FILE_ENV, tls.CERT_FILE_ENV, tls.KEY_FILE_ENV, "RINGKV_SECRET_FILE"):
         env.pop(name, None)
     base = free_base_port(NODES)
-    started: dict[str, int] = {}
-    try:
-        up = run("cluster", "up", "--nodes", NODES, "--dir", directory, "--base-port", base,
-                 "--tls-cert-file", files["cert"], "--tls-key-file", files["key"],
-                 "--tls-ca-file", files["ca"], env=env)
-        if (directory / "cluster.json").exists():
-            started = node_pids(directory)
-        check(up, directory)
+    with cluster_running(directory, env, "--nodes", NODES, "--base-port", base,
+                         "--tls-cert-file", files["cert"], "--tls-key-file", files["key"],
+                         "--tls-ca-file", files["ca"]):
         yield directory, env, base, files
-    finally:
-        run("cluster", "down", "--dir", directory, "--grace", 5, env=env)
-        for node_id, pid in started.items():
-            if alive(pid, directory, node_id):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_cli_talks_tls_to_the_local_cluster(tls_cluster):
