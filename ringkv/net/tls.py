@@ -7,6 +7,8 @@ against the CA (docs/decisions.md D33). Python's ``ssl`` does the protocol; this
 only chooses the settings, so that every port and every client gets the same ones:
 
 - TLS 1.2 or newer, the ``ssl`` module's default ciphers;
+- the CA file is the only trust anchor: the system's CA store is never loaded, so a
+  certificate some public CA issued does not get into the cluster;
 - a client always checks the server's chain against the CA; it checks the host name the
   server was dialed at unless told not to (``check_hostname=False``: certificates that
   name no host, or one shared by every node);
@@ -34,7 +36,7 @@ def server_context(cert_file: str, key_file: str, ca_file: str = "", *,
                    require_client_cert: bool = False,
                    field: str = "security") -> ssl.SSLContext:
     """The context a node's listening ports serve TLS with."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no system CAs: only ca_file is trusted
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(ctx, cert_file, key_file, field)
     if ca_file:
@@ -53,7 +55,7 @@ def client_context(ca_file: str, cert_file: str = "", key_file: str = "", *,
     if not ca_file:
         raise ConfigError(f"{field}.tls_ca_file", "a TLS client needs the CA that signed the "
                                                    "nodes' certificates")
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED; no system CAs loaded
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_ca(ctx, ca_file, field)
     ctx.check_hostname = check_hostname

@@ -156,6 +156,10 @@ def test_client_context_from_the_environment(pki, monkeypatch) -> None:
     assert not tls.context_from_env().check_hostname
 
 
-def test_no_tls_older_than_1_2(pki) -> None:
-    assert pki.server().minimum_version >= ssl.TLSVersion.TLSv1_2
-    assert pki.client().minimum_version >= ssl.TLSVersion.TLSv1_2
+def test_no_tls_older_than_1_2_and_only_the_cluster_ca_trusted(pki) -> None:
+    for ctx in (pki.server(), pki.client(), pki.server(require_client_cert=True)):
+        assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+        assert ctx.cert_store_stats()["x509_ca"] == 1  # ours; never the system's CA store
+    assert pki.client().verify_mode == ssl.CERT_REQUIRED and pki.client().check_hostname
+    assert pki.server().verify_mode == ssl.CERT_OPTIONAL
+    assert pki.server(require_client_cert=True).verify_mode == ssl.CERT_REQUIRED
