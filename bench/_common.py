@@ -113,3 +113,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool 
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def write_test_pki(directory: str) -> dict[str, str]:
+    """A throwaway CA (trustme) and a certificate for 127.0.0.1/localhost signed by it, as
+    PEM files in ``directory``: {"ca", "cert", "key"} -> path. For benchmarks of TLS."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {name: os.path.join(directory, base)
+             for name, base in (("ca", "ca.pem"), ("cert", "node.pem"), ("key", "node.key"))}
+    ca.cert_pem.write_to_path(files["ca"])
+    cert.private_key_pem.write_to_path(files["key"])
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(files["cert"], append=i > 0)
+    return files

@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
 from cluster import process_cpu_seconds  # noqa: E402
 
 LOADGEN = str(HERE / "loadgen.py")
@@ -32,16 +33,8 @@ SETUPS = ("plain", "secret", "tls", "both")
 
 
 def make_files(d: Path) -> dict[str, str]:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    files = {"ca": str(d / "ca.pem"), "cert": str(d / "node.pem"), "key": str(d / "node.key"),
-             "secret": str(d / "secret")}
-    ca.cert_pem.write_to_path(files["ca"])
-    cert.private_key_pem.write_to_path(files["key"])
-    for i, blob in enumerate(cert.cert_chain_pems):
-        blob.write_to_path(files["cert"], append=i > 0)
+    files = C.write_test_pki(str(d))
+    files["secret"] = str(d / "secret")
     Path(files["secret"]).write_text(os.urandom(32).hex() + "\n")
     return files
 

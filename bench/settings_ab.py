@@ -34,6 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
 from cluster import free_base_port, process_cpu_seconds  # noqa: E402
 
 
@@ -57,16 +58,9 @@ def secure_options(mode: str, d: Path) -> tuple[list[str], dict[str, str], str |
         flags += ["--secret-file", str(secret)]
         env["RINGKV_SECRET_FILE"] = str(secret)
     if mode in ("tls", "both"):
-        import trustme
-
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        ca_file, cert_file, key_file = str(d / "ca.pem"), str(d / "node.pem"), str(d / "node.key")
-        ca.cert_pem.write_to_path(ca_file)
-        cert.private_key_pem.write_to_path(key_file)
-        for i, blob in enumerate(cert.cert_chain_pems):
-            blob.write_to_path(cert_file, append=i > 0)
-        flags += ["--tls-cert-file", cert_file, "--tls-key-file", key_file, "--tls-ca-file", ca_file]
+        pki = C.write_test_pki(str(d))
+        ca_file = pki["ca"]
+        flags += ["--tls-cert-file", pki["cert"], "--tls-key-file", pki["key"], "--tls-ca-file", ca_file]
         env["RINGKV_TLS_CA_FILE"] = ca_file
     return flags, env, ca_file
 

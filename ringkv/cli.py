@@ -34,7 +34,7 @@ from typing import Any, Callable
 import click
 
 from ringkv import localcluster as lc
-from ringkv.config import RingkvConfig, from_dict
+from ringkv.config import RingkvConfig, SecurityConfig, from_dict
 from ringkv.errors import ConfigError, RingkvError
 from ringkv.cluster_view import ClusterView, pending_hints
 from ringkv.cluster_view import console as make_console
@@ -217,9 +217,7 @@ def cluster_up(ctx: click.Context, nodes: int, directory: str | None, base_port:
     explicit = ctx.get_parameter_source("nodes") != click.core.ParameterSource.DEFAULT
     tls_given = {k: v for k, v in (("cert_file", tls_cert_file), ("key_file", tls_key_file),
                                    ("ca_file", tls_ca_file)) if v}
-    if tls_given and len(tls_given) < 3:
-        raise ConfigError("--tls-cert-file", "TLS needs --tls-cert-file, --tls-key-file and "
-                                             "--tls-ca-file, all three")
+    SecurityConfig(**{f"tls_{k}": v for k, v in tls_given.items()}).validate()  # all three or none
     if local is None:
         local = LocalCluster(root, secret_file=os.path.abspath(secret_file) if secret_file else "",
                              tls_files={k: os.path.abspath(v) for k, v in tls_given.items()})
