@@ -536,8 +536,9 @@ def streams(address: str | None, wait: bool, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the data as JSON.")
 @friendly_errors
 def status(address: str | None, as_json: bool) -> None:
-    """Per node: state, address, load, tokens, owns %, host id, rack (like nodetool status)."""
-    view = ClusterView.gather(address or lc.default_address(), with_load=True)
+    """Per node: state, address, load, tokens, owns %, host id, rack (like nodetool status),
+    then whether the nodes have a cluster secret and serve TLS."""
+    view = ClusterView.gather(address or lc.default_address(), with_status=True)
     hints = pending_hints(view)
     if as_json:
         click.echo(json.dumps(dict(view.as_dict(), hints=hints), indent=2))
@@ -552,6 +553,9 @@ def status(address: str | None, as_json: bool) -> None:
         if pending:
             console.print(f"Hints held by {holder}: " + ", ".join(
                 f"{target}={count}" for target, count in sorted(pending.items())))
+    security = view.security_line()
+    if security:
+        console.print(security)
 
 
 @cli.command()
@@ -561,7 +565,7 @@ def status(address: str | None, as_json: bool) -> None:
 @friendly_errors
 def ring(address: str | None, show_all: bool, as_json: bool) -> None:
     """Token ownership per node, then token ranges and their replicas (like nodetool ring)."""
-    view = ClusterView.gather(address or lc.default_address(), with_load=False)
+    view = ClusterView.gather(address or lc.default_address(), with_status=False)
     if as_json:
         click.echo(json.dumps(view.as_dict(ranges=True), indent=2))
         return

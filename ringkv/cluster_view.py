@@ -1,7 +1,7 @@
 """What ``ringkv status`` and ``ringkv ring`` show: one node's view of the cluster.
 
 :class:`ClusterView` joins a node's ``ring`` reply with each up node's ``status`` reply
-(load, pending hints) and renders the nodetool-style tables (rich) or a JSON-ready dict.
+(load, pending hints, cluster secret and TLS), asked once per node, and renders the nodetool-style tables (rich) or a JSON-ready dict.
 It only reads: every RPC is a short ``lc.rpc_call`` with a timeout, and a node that does
 not answer shows as unknown ("?") rather than failing the whole view.
 """
@@ -20,12 +20,14 @@ _STATE_CODE = {"normal": "UN", "up": "UN", "alive": "UN", "joining": "UJ", "leav
 
 
 class ClusterView:
-    """One node's view of the cluster (its ``ring`` reply) plus each node's ``status``."""
+    """One node's view of the cluster (its ``ring`` reply) plus each node's ``status``
+    reply (``statuses``: None for a node that is down or did not answer)."""
 
-    def __init__(self, source: str, reply: dict, loads: dict[str, int | None]) -> None:
+    def __init__(self, source: str, reply: dict, statuses: dict[str, dict | None]) -> None:
         from ringkv.ring import NodeInfo, Ring
 
-        self.source, self.nodes, self.loads = source, list(reply.get("nodes") or []), loads
+        self.source, self.nodes, self.statuses = source, list(reply.get("nodes") or []), statuses
+        self.loads = {nid: _load_in(st) for nid, st in statuses.items()}
         replication = {str(k): int(v) for k, v in dict(reply.get("replication") or {}).items()}
         infos = [NodeInfo(str(n["node_id"]), tuple(int(t) for t in n.get("tokens") or ()),
                           str(n.get("dc", "dc1")), str(n.get("rack", "rack1")),
@@ -35,20 +37,42 @@ class ClusterView:
         self.primary = self.ring.primary_ownership() if self.ring.tokens else {}
 
     @classmethod
-    def gather(cls, address: str, with_load: bool) -> "ClusterView":
+    def gather(cls, address: str, with_status: bool) -> "ClusterView":
+        """``address``'s ring, and with ``with_status`` each up node's status reply."""
         reply = lc.rpc_call(address, "ring", timeout=3.0)
-        loads: dict[str, int | None] = {}
+        statuses: dict[str, dict | None] = {}
         for n in reply.get("nodes") or []:
             up = lc.is_up(n.get("state"))
             where = f"{n.get('host')}:{n.get('port')}"
-            loads[str(n["node_id"])] = _load_of(where) if with_load and up else None
-        return cls(address, reply, loads)
+            statuses[str(n["node_id"])] = _status_of(where) if with_status and up else None
+        return cls(address, reply, statuses)
 
     def dcs(self) -> list[str]:
         return sorted({str(n.get("dc", "dc1")) for n in self.nodes})
 
     def code(self, node: dict) -> str:
         return _STATE_CODE.get(str(node.get("state") or "").lower(), "?N")
+
+    def security_line(self) -> str | None:
+        """Whether the nodes that answered have a cluster secret and serve TLS (D32, D33),
+        naming the nodes on each side when they differ (a node left out of a rolling
+        change is what an operator looks for); None if no node answered."""
+        known = {nid: st for nid, st in self.statuses.items() if st is not None}
+        if not known:
+            return None
+        parts = []
+        for label, key in (("cluster secret", "authenticated"), ("TLS", "tls")):
+            on = sorted(nid for nid, st in known.items() if st.get(key))
+            off = sorted(nid for nid in known if nid not in on)
+            if not off or not on:
+                parts.append(f"{label} {'on' if on else 'off'}")
+            else:
+                parts.append(f"{label} on {', '.join(on)} but off on {', '.join(off)}")
+        if len(known) == len(self.nodes):
+            told = f"all {len(known)} nodes" if len(known) > 1 else "the one node"
+        else:
+            told = f"the {len(known)} of {len(self.nodes)} nodes that answered"
+        return f"Security: {'; '.join(parts)} ({told})"
 
     def status_table(self, dc: str) -> Any:
         from rich.table import Table
@@ -95,6 +119,8 @@ class ClusterView:
                   "address": f"{n.get('host')}:{n.get('port')}", "dc": n.get("dc", "dc1"),
                   "rack": n.get("rack", "rack1"), "tokens": len(n.get("tokens") or ()),
                   "load": self.loads.get(str(n["node_id"])),
+                  "authenticated": _flag(self.statuses.get(str(n["node_id"])), "authenticated"),
+                  "tls": _flag(self.statuses.get(str(n["node_id"])), "tls"),
                   "owns": self.owns.get(str(n["node_id"]), 0.0),
                   "owns_primary": self.primary.get(str(n["node_id"]), 0.0)}
                  for n in sorted(self.nodes, key=lambda n: str(n["node_id"]))]
@@ -105,16 +131,25 @@ class ClusterView:
         return out
 
 
-def _load_of(address: str) -> int | None:
-    """The data size a node reports in its ``status`` reply, or None if it does not answer."""
+def _status_of(address: str) -> dict | None:
+    """A node's ``status`` reply, or None if it does not answer."""
     try:
         reply = lc.rpc_call(address, "status", timeout=1.0)
     except RingkvError:
         return None
+    return reply if isinstance(reply, dict) else None
+
+
+def _load_in(status: dict | None) -> int | None:
+    """The data size a ``status`` reply reports (None: no reply, or none in it)."""
     for key in ("load", "load_bytes", "disk_bytes", "data_bytes"):
-        if isinstance(reply.get(key), (int, float)):
-            return int(reply[key])
+        if status is not None and isinstance(status.get(key), (int, float)):
+            return int(status[key])
     return None
+
+
+def _flag(status: dict | None, key: str) -> bool | None:
+    return None if status is None else bool(status.get(key))
 
 
 def _size(n: int | None) -> str:
@@ -128,16 +163,10 @@ def _size(n: int | None) -> str:
 
 
 def pending_hints(view: "ClusterView") -> dict[str, dict[str, int]]:
-    """Per up node: the hints it holds per target (its ``status`` reply, docs/hints.md)."""
-    out: dict[str, dict[str, int]] = {}
-    for n in view.nodes:
-        if lc.is_up(n.get("state")):
-            try:
-                reply = lc.rpc_call(f"{n.get('host')}:{n.get('port')}", "status", timeout=1.0)
-            except RingkvError:
-                continue
-            out[str(n["node_id"])] = dict((reply.get("hints") or {}).get("pending") or {})
-    return out
+    """Per node that answered: the hints it holds per target (its ``status`` reply,
+    docs/hints.md)."""
+    return {nid: dict((st.get("hints") or {}).get("pending") or {})
+            for nid, st in view.statuses.items() if st is not None}
 
 
 def console() -> Any:

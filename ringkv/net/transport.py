@@ -413,6 +413,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.answered = False  # any bytes from the peer yet (see connection_lost)
         # Request timeouts without a timer per request: per distinct timeout, the
         # (deadline, rid, method) of each request in send order (so deadlines ascend),
         # and one timer for the earliest deadline still pending (see _sweep).
@@ -424,10 +425,18 @@ class _ClientProtocol(asyncio.Protocol):
         self.transport = self.out.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_all(_unreachable(f"connection to {self.peer} lost"
-                                    + (f": {exc}" if exc else "")))
+        why = f"connection to {self.peer} lost" + (f": {exc}" if exc else "")
+        if self.pending and not self.answered and self.transport is not None \
+                and self.transport.get_extra_info("ssl_object") is None:
+            # Why the hint: a TLS port closes a plaintext connection without a byte it could
+            # read (measured: no alert comes back), so this is all the client ever sees.
+            why += (" before any reply; a node that serves TLS closes plaintext connections "
+                    "like this: if the cluster uses TLS, give the client its CA (Client(ssl="
+                    "ringkv.net.tls.client_context(ca_file)), or RINGKV_TLS_CA_FILE for the CLI)")
+        self._fail_all(_unreachable(why))
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             messages = self.decoder.feed(data)
         except RingkvError as exc:

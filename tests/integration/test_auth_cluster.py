@@ -44,6 +44,7 @@ def test_nodes_carry_the_secret_setting_and_the_cli_uses_it(secured):
     assert check(run("get", "k", env=env), directory).stdout == "v\n"
     status = check(run("status", env=env), directory)
     assert sum(1 for line in status.stdout.splitlines() if line.startswith("UN ")) == NODES
+    assert f"Security: cluster secret on; TLS off (all {NODES} nodes)" in status.stdout
 
 
 def test_wrong_secret_is_refused_with_a_clear_error(secured):

@@ -128,8 +128,10 @@ def test_status_shows_every_node_up(cli_cluster):
     rows = [line for line in status.stdout.splitlines() if line.startswith("UN ")]
     assert len(rows) == NODES, status.stdout
     assert "Datacenter: dc1" in status.stdout
+    assert f"Security: cluster secret off; TLS off (all {NODES} nodes)" in status.stdout
     data = json.loads(check(run("status", "--json", env=env), directory).stdout)
     assert [n["code"] for n in data["nodes"]] == ["UN"] * NODES
+    assert [(n["authenticated"], n["tls"]) for n in data["nodes"]] == [(False, False)] * NODES
     assert data["source"] == f"127.0.0.1:{json.loads((directory / 'cluster.json').read_text())['nodes'][0]['port']}"
     assert sum(n["owns"] for n in data["nodes"]) == pytest.approx(3.0)  # rf 3 over 3 nodes
 

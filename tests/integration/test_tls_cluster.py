@@ -49,6 +49,7 @@ def test_cli_talks_tls_to_the_local_cluster(tls_cluster):
     assert check(run("get", "k", env=env), directory).stdout == "v\n"
     status = check(run("status", env=env), directory)
     assert sum(1 for line in status.stdout.splitlines() if line.startswith("UN ")) == NODES
+    assert f"Security: cluster secret off; TLS on (all {NODES} nodes)" in status.stdout
 
 
 def test_python_client_over_tls_and_refusals(tls_cluster, tmp_path):
@@ -61,8 +62,11 @@ def test_python_client_over_tls_and_refusals(tls_cluster, tmp_path):
     stranger.cert_pem.write_to_path(str(tmp_path / "stranger.pem"))
     with pytest.raises(AuthenticationFailed, match="not trusted"):
         rpc_call(f"127.0.0.1:{base}", "ring", ssl=tls.client_context(str(tmp_path / "stranger.pem")))
-    with pytest.raises(RingkvError):  # plaintext to a TLS port: no answer it can read
+    with pytest.raises(RingkvError, match="serves TLS"):  # plaintext to a TLS port: no answer
         rpc_call(f"127.0.0.1:{base}", "ring", ssl=None, timeout=2.0)
+    elsewhere = dict(env, RINGKV_CLUSTER_DIR=str(tmp_path / "none"))  # no local record: plaintext
+    result = run("get", "py", "--host", f"127.0.0.1:{base}", env=elsewhere)
+    assert result.returncode != 0 and "RINGKV_TLS_CA_FILE" in result.stderr, result
     result = run("get", "py", env=dict(env, RINGKV_TLS_CA_FILE=str(tmp_path / "stranger.pem")))
     assert result.returncode == 3 and "not trusted" in result.stderr, result
 

@@ -80,7 +80,7 @@ async def test_untrusted_or_plaintext_peers_are_refused(pki, other_pki) -> None:
             with pytest.raises(AuthenticationFailed, match="TLS handshake .* failed"):
                 await c.call("127.0.0.1", plain.port, "ping", {})
         async with RpcClient(connect_timeout=2.0) as c:  # a client without TLS gets nothing
-            with pytest.raises(RingkvError):
+            with pytest.raises(RingkvError, match="before any reply; a node that serves TLS"):
                 await c.call("127.0.0.1", srv.port, "ping", {}, timeout=2.0)
         async with RpcClient(ssl=pki.client()) as c:  # and the server is still fine
             assert (await c.call("127.0.0.1", srv.port, "ping", {}))["method"] == "ping"
