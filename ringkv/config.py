@@ -29,6 +29,7 @@ class StorageConfig:
     group_commit_window_us: int = 0  # batch mode, under load (see group_commit_min_writes): least time from one group commit's end to the next fsync; more writes per fsync and less CPU per write, each of them waiting up to this long; 0 = fsync as soon as woken (and only 0 lets the native fsync thread, D30, sync the event loop's writes)
     group_commit_min_writes: int = 8  # batch mode: the window above applies only when at least this many durability waits are pending when the syncer wakes (one per request; a pipelined RESP group or a replica batch waits once for all its writes); fewer (a lone or sequential writer) are synced at once
     inline_sync_min_records: int = 64  # batch mode: an event-loop turn that appended at least this many commit-log records fsyncs them itself at the end of the turn (as Redis does) instead of handing them to the syncer thread; fewer go to the thread, so the loop keeps working while they sync; 0 = always the thread
+    fsync_thread_batch_sched: bool = True  # batch mode: the native fsync thread (D30) runs under Linux's SCHED_BATCH policy, so its wakeups when an fsync ends do not preempt a busy event loop (docs/decisions.md D34); false = the normal policy
     segment_bytes: int = 32 * MiB  # commit log segment size before rolling to a new file
     memtable_bytes: int = 32 * MiB  # memtable size that triggers a flush to an SSTable
     max_pending_flushes: int = 2  # immutable memtables waiting to flush before writers are slowed

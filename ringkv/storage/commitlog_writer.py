@@ -61,7 +61,7 @@ class CommitLogWriter:
                  sync_mode: str, sync_period_ms: int, segment_bytes: int,
                  lock: threading.Lock, *, scheduler: Any = None,
                  group_commit_window_us: int = 0, group_commit_min_writes: int = 1,
-                 inline_sync_min_records: int = 0) -> None:
+                 inline_sync_min_records: int = 0, fsync_thread_batch_sched: bool = True) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -105,7 +105,8 @@ class CommitLogWriter:
                 and hasattr(self._file, "fileno")):
             native = compiled.load_native("ringkv.storage.fsync_thread")
             if native is not None:
-                self._native = native.FsyncThread(self._file.fileno(), self.synced_seq)
+                self._native = native.FsyncThread(self._file.fileno(), self.synced_seq,
+                                                  fsync_thread_batch_sched)
         self._thread: threading.Thread | None = None
         if scheduler is None:
             self._thread = threading.Thread(target=self._syncer, name="ringkv-syncer", daemon=True)

@@ -96,7 +96,8 @@ class Engine:
                                         self._lock, scheduler=scheduler,
                                         group_commit_window_us=cfg.group_commit_window_us,
                                         group_commit_min_writes=cfg.group_commit_min_writes,
-                                        inline_sync_min_records=cfg.inline_sync_min_records)
+                                        inline_sync_min_records=cfg.inline_sync_min_records,
+                                        fsync_thread_batch_sched=cfg.fsync_thread_batch_sched)
         except BaseException:
             for t in self._view[2]:
                 t.close()

@@ -14,7 +14,9 @@ Invariants:
 - ``fd`` is changed only while the thread is not syncing (``set_fd`` waits), so the caller
   may close the old file once ``set_fd`` returns;
 - a failed fdatasync is sticky (``err``): nothing is reported durable after it, since a
-  failed fsync leaves the file's state unknown.
+  failed fsync leaves the file's state unknown;
+- with ``batch_sched`` (the default) the thread runs under SCHED_BATCH: its wakeups do
+  not preempt the event loop (D34).
 
 Built only as an extension (there is no Python source of this module): without a C
 compiler, or with RINGKV_PURE_PYTHON set, the commit log keeps its Python syncer thread.
@@ -45,6 +47,13 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_broadcast(pthread_cond_t *c)
 
 
+cdef extern from "<sched.h>" nogil:
+    struct sched_param:
+        int sched_priority
+    int sched_setscheduler(int pid, int policy, const sched_param *param)
+    int SCHED_BATCH
+
+
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
     int EFD_NONBLOCK
@@ -62,6 +71,7 @@ ctypedef struct State:
     int err                 # errno of the first failed fdatasync, 0 if none
     int busy                # 1 while an fdatasync runs
     int stop
+    int batch               # 1: the thread runs under SCHED_BATCH (see _run)
     long long fsyncs
 
 
@@ -70,6 +80,16 @@ cdef void *_run(void *arg) noexcept nogil:
     cdef int fd, rc, e
     cdef long long target
     cdef uint64_t one = 1
+    cdef sched_param prio
+    if s.batch:
+        # SCHED_BATCH (Linux; pid 0 = this thread only): when an fdatasync ends, waking
+        # this thread does not preempt whatever runs on the CPU, typically a node's busy
+        # event loop, which would come back to cold caches; the thread runs at once on an
+        # idle CPU, else at the next switch, so the group keeps filling meanwhile. Same CPU
+        # share as the normal policy, so it is never starved. Best effort: a failure
+        # leaves the normal policy. Measured in docs/decisions.md D34.
+        prio.sched_priority = 0
+        sched_setscheduler(0, SCHED_BATCH, &prio)
     pthread_mutex_lock(&s.mu)
     while True:
         while not s.stop and (s.want <= s.done or s.err != 0):
@@ -104,7 +124,7 @@ cdef class FsyncThread:
     cdef bint running
     cdef bint fd_open
 
-    def __cinit__(self, int fd, long long synced):
+    def __cinit__(self, int fd, long long synced, bint batch_sched=True):
         self.s = <State *>malloc(sizeof(State))
         if self.s == NULL:
             raise MemoryError()
@@ -115,6 +135,7 @@ cdef class FsyncThread:
         pthread_cond_init(&self.s.idle, NULL)
         self.s.fd, self.s.want, self.s.done = fd, synced, synced
         self.s.err = self.s.busy = self.s.stop = 0
+        self.s.batch = 1 if batch_sched else 0
         self.s.fsyncs = 0
         self.s.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.s.efd < 0:

@@ -58,6 +58,43 @@ def test_thread_syncs_on_request_and_signals(tmp_path):
         os.close(fd)
 
 
+def _threads() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def _new_thread_policy(before: set[int]) -> int:
+    """The scheduling policy of the one thread started since ``before`` was taken."""
+    (tid,) = _threads() - before
+    return os.sched_getscheduler(tid)
+
+
+@needs_native
+def test_thread_runs_under_sched_batch_unless_told_not_to(tmp_path):
+    """D34: the fsync thread's wakeups must not preempt the event loop; the knob turns that off."""
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    for batch_sched, policy in ((True, os.SCHED_BATCH), (False, os.SCHED_OTHER)):
+        before = _threads()
+        t = native.FsyncThread(fd, 0, batch_sched)
+        try:
+            os.write(fd, b"x")
+            t.request(fd, 1)  # a request answered means the thread has set its policy
+            wait_readable(t.fileno())
+            assert _new_thread_policy(before) == policy
+        finally:
+            t.stop()
+            t.close_eventfd()
+    os.close(fd)
+    for batch_sched, policy in ((True, os.SCHED_BATCH), (False, os.SCHED_OTHER)):
+        before = _threads()  # the config knob reaches the engine's thread
+        cfg = StorageConfig(sync_mode="batch", inline_sync_min_records=0,
+                            fsync_thread_batch_sched=batch_sched)
+        with Engine.open(str(tmp_path / f"e{batch_sched}"), cfg) as e:
+            assert e.stats()["fsync_thread"] == "native"
+            asyncio.run(e.aput(b"k", b"v"))  # synced by the thread, which is running by now
+            policies = {os.sched_getscheduler(tid) for tid in _threads() - before}
+            assert policy in policies and (batch_sched or os.SCHED_BATCH not in policies)
+
+
 @needs_native
 def test_failed_fdatasync_is_sticky(tmp_path):
     r, w = os.pipe()
