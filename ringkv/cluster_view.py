@@ -1,7 +1,8 @@
 """What ``ringkv status`` and ``ringkv ring`` show: one node's view of the cluster.
 
 :class:`ClusterView` joins a node's ``ring`` reply with each up node's ``status`` reply
-(load, pending hints, cluster secret and TLS), asked once per node, and renders the nodetool-style tables (rich) or a JSON-ready dict.
+(load, pending hints, cluster secret and TLS; one RPC per node) and renders the
+nodetool-style tables (rich) or a JSON-ready dict.
 It only reads: every RPC is a short ``lc.rpc_call`` with a timeout, and a node that does
 not answer shows as unknown ("?") rather than failing the whole view.
 """
