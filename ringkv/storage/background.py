@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any, Optional
 
 from ringkv.errors import Closed
@@ -26,6 +27,13 @@ from ringkv.storage import sstable_format as sstf
 from ringkv.storage.memtable import Memtable
 from ringkv.storage.sstable_reader import SSTableReader
 from ringkv.storage.sstable_writer import SSTableWriter
+
+# A flush hands the writer this many keys at a time and yields the GIL in between. Why
+# (docs/decisions.md D35): the writer's bulk path is compiled, and compiled code never
+# gives the GIL up on its own (only the bytecode loop checks for a waiting thread), so one
+# add_sorted of a whole 32 MiB memtable held it for most of a ~0.7 s flush, and the
+# node's event loop, which needs the GIL for every request, stalled for up to ~450 ms.
+FLUSH_SLICE_KEYS = 512
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +277,10 @@ class Background:
             if memtable is not None:
                 keys = memtable.sorted_keys()
                 data = memtable.data
-                w.add_sorted(keys, [data[k] for k in keys])
+                for i in range(0, len(keys), FLUSH_SLICE_KEYS):
+                    part = keys[i:i + FLUSH_SLICE_KEYS]
+                    w.add_sorted(part, [data[k] for k in part])
+                    time.sleep(0)  # let a waiting event loop have the GIL (see FLUSH_SLICE_KEYS)
             else:
                 n = 0
                 for k, entry in items:

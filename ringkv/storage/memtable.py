@@ -16,14 +16,21 @@ that is ~254 B per entry (RSS measured 248-262 B), where ``len(key) + len(value)
 
 from __future__ import annotations
 
+import heapq
 import math
 import sys
+import time
 from bisect import bisect_left
 from typing import Iterator, Optional
 
 from ringkv.storage.entry import Entry, MergeFn, combine
 
 _ROUNDING = 15  # worst-case pymalloc rounding slack per object (16-byte size classes)
+# sorted_keys sorts runs of this many keys, yielding the GIL after each, then merges them
+# with heapq.merge. Why (docs/decisions.md D35): one sort of a full memtable (~100k keys) is
+# one C call that holds the GIL for 40-90 ms, stalling the node's event loop; a run takes
+# ~5 ms, and heapq.merge is Python code, which gives the GIL up to a waiting thread.
+SORT_RUN_KEYS = 8192
 
 
 def _dict_slot_bytes() -> int:
@@ -78,7 +85,18 @@ class Memtable:
     def sorted_keys(self) -> list[bytes]:
         """All keys in order. REQUIRES: frozen (no more writes)."""
         if self._keys is None:
-            self._keys = sorted(self.data)
+            keys = list(self.data)
+            if len(keys) > SORT_RUN_KEYS:
+                runs = []
+                for i in range(0, len(keys), SORT_RUN_KEYS):
+                    run = keys[i:i + SORT_RUN_KEYS]
+                    run.sort()
+                    runs.append(run)
+                    time.sleep(0)  # let a waiting event loop have the GIL
+                keys = list(heapq.merge(*runs))  # a Python generator: gives the GIL up as it goes
+            else:
+                keys.sort()
+            self._keys = keys
         return self._keys
 
     def items(self, start: bytes = b"", end: Optional[bytes] = None) -> Iterator[tuple[bytes, Entry]]:
