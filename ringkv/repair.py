@@ -131,7 +131,8 @@ class Responder:
             self._end(sid)
 
     async def merkle_level(self, body: dict) -> dict:
-        lent = self._sessions.get(body.get("sid"))  # type: ignore[arg-type]
+        sid = body.get("sid")
+        lent = self._sessions.get(sid) if type(sid) is int else None
         if lent is None:
             raise InvalidRequest("unknown or expired merkle session")
         lent.used = self.monotonic()
@@ -303,8 +304,10 @@ class Repairer:
 
     def rpc_repair_status(self, body: dict) -> dict:
         job_id = body.get("id")
+        if job_id is not None and type(job_id) is not int:
+            raise InvalidRequest("id must be an integer (a repair job's id), or absent for the latest")
         job = self.jobs.get(job_id) if job_id is not None else (
-            self.jobs[max(self.jobs)] if self.jobs else None)  # type: ignore[arg-type]
+            self.jobs[max(self.jobs)] if self.jobs else None)
         if job is None:
             raise InvalidRequest(f"no repair job {job_id}")
         return dict(job.view(self.node.clock.monotonic()), tree_cache=self.store.view())
