@@ -537,7 +537,8 @@ def streams(address: str | None, wait: bool, timeout: float) -> None:
 @friendly_errors
 def status(address: str | None, as_json: bool) -> None:
     """Per node: state, address, load, tokens, owns %, host id, rack (like nodetool status),
-    then whether the nodes have a cluster secret and serve TLS."""
+    then whether any node refuses writes for want of disk space, and whether the nodes have
+    a cluster secret and serve TLS."""
     view = ClusterView.gather(address or lc.default_address(), with_status=True)
     hints = pending_hints(view)
     if as_json:
@@ -553,9 +554,9 @@ def status(address: str | None, as_json: bool) -> None:
         if pending:
             console.print(f"Hints held by {holder}: " + ", ".join(
                 f"{target}={count}" for target, count in sorted(pending.items())))
-    security = view.security_line()
-    if security:
-        console.print(security)
+    for line in (view.storage_line(), view.security_line()):
+        if line:
+            console.print(line)
 
 
 @cli.command()

@@ -75,6 +75,25 @@ class ClusterView:
             told = f"the {len(known)} of {len(self.nodes)} nodes that answered"
         return f"Security: {'; '.join(parts)} ({told})"
 
+    def storage_line(self) -> str | None:
+        """Which nodes that answered refuse writes because their disk is nearly full
+        (storage.min_free_bytes, D36), else the least free space among them; None if no
+        node answered or none reports its free space."""
+        engines = {nid: st.get("engine") or {} for nid, st in self.statuses.items()
+                   if st is not None}
+        full = sorted(nid for nid, e in engines.items() if e.get("storage_full"))
+        if full:
+            return "Storage: " + "; ".join(
+                f"{nid} refuses writes, disk nearly full ({_size(engines[nid].get('free_bytes'))} "
+                f"free, under storage.min_free_bytes = {_size(engines[nid].get('min_free_bytes'))})"
+                for nid in full)
+        free = {nid: e["free_bytes"] for nid, e in engines.items()
+                if isinstance(e.get("free_bytes"), int)}
+        if not free:
+            return None
+        least = min(free, key=lambda nid: (free[nid], nid))
+        return f"Storage: every node accepts writes; least free space {_size(free[least])} ({least})"
+
     def status_table(self, dc: str) -> Any:
         from rich.table import Table
 
@@ -122,6 +141,8 @@ class ClusterView:
                   "load": self.loads.get(str(n["node_id"])),
                   "authenticated": _flag(self.statuses.get(str(n["node_id"])), "authenticated"),
                   "tls": _flag(self.statuses.get(str(n["node_id"])), "tls"),
+                  "free_bytes": _engine_field(self.statuses.get(str(n["node_id"])), "free_bytes"),
+                  "storage_full": _engine_field(self.statuses.get(str(n["node_id"])), "storage_full"),
                   "owns": self.owns.get(str(n["node_id"]), 0.0),
                   "owns_primary": self.primary.get(str(n["node_id"]), 0.0)}
                  for n in sorted(self.nodes, key=lambda n: str(n["node_id"]))]
@@ -151,6 +172,10 @@ def _load_in(status: dict | None) -> int | None:
 
 def _flag(status: dict | None, key: str) -> bool | None:
     return None if status is None else bool(status.get(key))
+
+
+def _engine_field(status: dict | None, key: str) -> Any:
+    return None if status is None else (status.get("engine") or {}).get(key)
 
 
 def _size(n: int | None) -> str:

@@ -41,6 +41,7 @@ class StorageConfig:
     compaction_min_threshold: int = 4  # size-tiered: SSTables of similar size needed to compact
     compaction_bucket_ratio: float = 2.0  # size-tiered: sizes within this ratio share a bucket
     gc_grace_seconds: float = 864000.0  # tombstones older than this may be dropped by compaction (10 days)
+    min_free_bytes: int = 256 * MiB  # writes are refused (StorageFull: nothing written) while the data directory's file system has less free space than this, so the disk never fills under the commit log, a flush or a compaction; they resume by themselves once space is freed (docs/decisions.md D36); keep it above memtable_bytes x (max_pending_flushes + 1) + segment_bytes; 0 = no check
 
     def validate(self) -> None:
         _one_of("storage.sync_mode", self.sync_mode, ("batch", "periodic", "off"))
@@ -61,6 +62,8 @@ class StorageConfig:
         _positive("storage.group_commit_min_writes", self.group_commit_min_writes)
         if self.inline_sync_min_records < 0:
             raise ConfigError("storage.inline_sync_min_records", "must be >= 0")
+        if self.min_free_bytes < 0:
+            raise ConfigError("storage.min_free_bytes", "must be >= 0 (0 = no check)")
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,7 @@ class _Quorum:
         self._have = [0] * len(req.groups)
         self._groups_of = req.groups_of
         self._counted = 0  # acks from replicas that count toward some group
+        self.reason: str | None = None  # the first failure's error, named in the outcome
 
     def _ack(self, node: str) -> bool:
         """Record an ack; False if the node was not pending (duplicate or unknown)."""
@@ -256,8 +257,9 @@ class _Quorum:
             if self._satisfied():
                 self.outcome = self._success()
             elif not self._possible():
+                why = f"; {self.reason}" if self.reason else ""
                 self.outcome = Timeout(self.req.total, self._counted,
-                                       f"level {self.req.level}: replicas failed")
+                                       f"level {self.req.level}: replicas failed{why}")
         return self.outcome
 
     def _success(self) -> Success:
@@ -269,9 +271,12 @@ class _Quorum:
             self.contacted.append(node)
             self.pending.add(node)
 
-    def fail(self, node: str) -> Outcome | None:
-        """A contacted replica failed (error reply or unreachable)."""
+    def fail(self, node: str, error: BaseException | None = None) -> Outcome | None:
+        """A contacted replica failed (error reply or unreachable); the first ``error``
+        given is named in a failed outcome (e.g. a replica whose disk is full)."""
         self.pending.discard(node)
+        if error is not None and self.reason is None:
+            self.reason = f"{node}: {error}"
         return self._decide()
 
     def timeout(self) -> Outcome:

@@ -14,6 +14,7 @@ retry logic whether sending the same request again may succeed.
     ├── Timeout(required, received)          retriable: too few replies in time; outcome unknown
     ├── Overloaded(detail)                   retriable: a bounded queue is full; back off
     ├── Closed(detail)                       the engine, node or connection is shut down
+    ├── StorageFull(path, free_bytes, min_free_bytes)  the data directory is nearly full; nothing written
     ├── AuthenticationFailed(detail)         the secret handshake or the TLS handshake failed
     └── ConfigError(field, message)          invalid configuration, found at start-up
 
@@ -130,6 +131,28 @@ class Closed(RingkvError):
         return {"detail": self.detail}
 
 
+class StorageFull(RingkvError):
+    """A node refused a write because its data directory has less free space than
+    ``storage.min_free_bytes``: nothing was written. Reads still work, and writes resume on
+    their own once space is freed (no restart). Not retriable at once: free space first."""
+
+    def __init__(self, path: str, free_bytes: int, min_free_bytes: int, detail: str = "") -> None:
+        super().__init__(
+            f"storage full: {path} has {_mib(free_bytes)} free; " + (detail or (
+                f"writes need storage.min_free_bytes = {_mib(min_free_bytes)}, so nothing was "
+                "written (free space there, or grow the disk: writes resume by themselves)")))
+        self.path, self.free_bytes, self.min_free_bytes = path, free_bytes, min_free_bytes
+        self.detail = detail
+
+    def fields(self) -> dict[str, Any]:
+        return {"path": self.path, "free_bytes": self.free_bytes,
+                "min_free_bytes": self.min_free_bytes, "detail": self.detail}
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
 class AuthenticationFailed(RingkvError):
     """A connection did not prove it knows the cluster secret (or the peer did not), or
     its TLS handshake failed (an untrusted certificate, a peer without TLS): no request on
@@ -157,7 +180,7 @@ class ConfigError(RingkvError):
 _BY_CODE: dict[str, type[RingkvError]] = {
     cls.__name__: cls
     for cls in (TooLarge, InvalidRequest, ProtocolError, Corruption, Unavailable, Timeout,
-                Overloaded, Closed, AuthenticationFailed, ConfigError)
+                Overloaded, Closed, StorageFull, AuthenticationFailed, ConfigError)
 }
 
 

@@ -11,7 +11,8 @@ The API is documented in docs/http.md; in short:
   context of the read it supersedes -> 200 ``{"context"}``.
 - ``DELETE /kv/<key>[?w=LEVEL]`` with ``X-Ringkv-Context`` -> 200 ``{}``.
 - Errors: JSON ``{"error": code, "message", "fields"}``; 400 InvalidRequest, 413
-  TooLarge, 429 Overloaded, 503 Unavailable/Closed, 504 Timeout, 500 otherwise.
+  TooLarge, 429 Overloaded, 503 Unavailable/Closed, 504 Timeout, 507 StorageFull, 500
+  otherwise.
 
 The key is the URL path after ``/kv/``, percent-decoded to bytes (any byte is allowed).
 """
@@ -32,7 +33,7 @@ from ringkv.errors import InvalidRequest, RingkvError, TooLarge
 
 CONTEXT_HEADER = "X-Ringkv-Context"
 _STATUS = {"InvalidRequest": 400, "ProtocolError": 400, "TooLarge": 413, "Overloaded": 429,
-           "Unavailable": 503, "Closed": 503, "Timeout": 504}
+           "Unavailable": 503, "Closed": 503, "Timeout": 504, "StorageFull": 507}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from ringkv import coordinator as co
 from ringkv import versions
-from ringkv.errors import InvalidRequest, RingkvError, Unavailable, from_wire
+from ringkv.errors import InvalidRequest, RingkvError, StorageFull, Unavailable, from_wire
 from ringkv.net import transport
 from ringkv.net.transport import RpcClient
 from ringkv.sim import bugs as _bugs
@@ -136,8 +136,9 @@ class WriteOp:
             self._local_failed(exc)
 
     def _local_failed(self, exc: BaseException) -> None:
-        log.error("local write failed: %s", exc)
-        self.settle(self.q.fail(self.node.node_id))
+        if type(exc) is not StorageFull:  # the engine logs when it starts and stops refusing
+            log.error("local write failed: %s", exc)
+        self.settle(self.q.fail(self.node.node_id, exc))
 
     def settle(self, outcome: Any) -> None:
         if outcome is not None and not self.done.done():
@@ -151,7 +152,7 @@ class WriteOp:
                 self.settle(self.q.ack(target))
         else:
             self.node.handoff.missed(target, self.skey, self.data)  # a hint for the replica
-            self.settle(self.q.fail(target))
+            self.settle(self.q.fail(target, exc))
 
     def expire(self) -> None:
         self.settle(self.q.timeout())

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from ringkv.errors import Closed
+from ringkv.errors import Closed, StorageFull
 from ringkv.storage import compaction, manifest
 from ringkv.storage import sstable_format as sstf
 from ringkv.storage.memtable import Memtable
@@ -51,7 +51,7 @@ class Background:
         self._stop = False
         self._compact_wanted = True
         self.error: Optional[BaseException] = None
-        self.flushes = self.compactions = self.stalls = 0
+        self.flushes = self.compactions = self.stalls = self.compactions_deferred = 0
         self.bytes_flushed = self.bytes_compacted = 0
         self.flushing = self.compacting = 0  # gauges: 1 while one runs
         self._threads: list[threading.Thread] = []
@@ -211,7 +211,30 @@ class Background:
             if pick is None:
                 return False
             i, j = pick
+            if not self._room_for(tables[i:j]):
+                return False
             return self._compact(tables[i:j], tables[j:])
+
+    def _room_for(self, run: tuple, explicit: bool = False) -> bool:
+        """Whether the file system can hold a compaction of ``run`` (its output is at
+        most the inputs' size) and still keep ``min_free_bytes`` free (D36). If not, the
+        compaction waits for the next flush to try again: deferring it costs read speed,
+        running out of space mid-write would cost the engine."""
+        e = self._e
+        if not e._min_free:
+            return True
+        free = e._free_now()
+        need = sum(t.file_bytes for t in run) + e._min_free
+        if free is None or free >= need:
+            return True
+        if explicit:  # an operator's compaction: say why it does not run
+            raise StorageFull(e._path, free, e._min_free,
+                              f"this compaction needs {need} bytes free (its {len(run)} tables "
+                              "plus storage.min_free_bytes); nothing was compacted")
+        self.compactions_deferred += 1
+        log.warning("compaction of %d tables (%d bytes) deferred: %d bytes free, %d needed "
+                    "(storage.min_free_bytes included)", len(run), need - e._min_free, free, need)
+        return False
 
     def compact_range(self, i: int, j: int) -> bool:
         """Compact the current tables[i:j] (newest first), whatever their sizes; for tests
@@ -220,6 +243,7 @@ class Background:
             tables = self._e._view[2]
             if not tables[i:j]:
                 return False
+            self._room_for(tables[i:j], explicit=True)
             return self._compact(tables[i:j], tables[j:])
 
     def compact_all(self) -> None:
@@ -227,6 +251,7 @@ class Background:
         with self._compact_mutex:
             tables = self._e._view[2]
             if tables:
+                self._room_for(tables, explicit=True)
                 self._compact(tables, ())
 
     def _compact(self, run: tuple, older: tuple) -> bool:

@@ -16,6 +16,7 @@ Writes may be visible to concurrent readers slightly before they are durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from bisect import bisect_left
@@ -23,7 +24,7 @@ from typing import Any, Iterator, Optional
 
 from ringkv.clock import Clock, SystemClock
 from ringkv.config import StorageConfig
-from ringkv.errors import Closed, InvalidRequest
+from ringkv.errors import Closed, InvalidRequest, StorageFull
 from ringkv.storage import commitlog_format as clf
 from ringkv.storage.background import Background
 from ringkv.storage.block_cache import BlockCache, capacity_for
@@ -40,6 +41,11 @@ from ringkv.sim import bugs as _bugs
 _PUT, _DELETE, _PUT_TTL = clf.KIND_PUT, clf.KIND_DELETE, clf.KIND_PUT_TTL
 _PUT_BASE = clf.KIND_PUT_BASE
 _pack_f64 = clf.F64.pack
+SPACE_CHECK_BYTES = 1 << 20  # written between two free-space readings (min_free_bytes)
+SPACE_RECHECK_S = 1.0  # while refusing writes: least time between two readings
+_NO_SPACE_CHECK = 1 << 62  # _space_left when min_free_bytes is 0 (or the fs cannot tell)
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -80,6 +86,15 @@ class Engine:
         self._puts = self._deletes = 0
         self._mem_limit = cfg.memtable_bytes
         self._batch = cfg.sync_mode == "batch"
+        # The free-space guard (D36): bytes writes may still log before the next reading
+        # of the file system's free space; 0 = read it at the next write.
+        self._free_of = getattr(fs, "free_bytes", None)
+        self._min_free = cfg.min_free_bytes if self._free_of is not None else 0
+        self._space_left = 0 if self._min_free else _NO_SPACE_CHECK
+        self._free = -1  # the last reading (-1: none yet)
+        self._free_read_at = float("-inf")
+        self._refusing = False
+        self._refused = 0
         rec = recover(fs, path, merge, self._cache, self._tstats)
         self._dir_lock = rec.lock
         self._state = rec.state
@@ -121,6 +136,9 @@ class Engine:
         with self._lock:
             if self._closed:
                 raise Closed("engine is closed")
+            if self._space_left <= 0:
+                self._check_space()  # StorageFull below min_free_bytes: nothing written
+            self._space_left -= len(key) + len(value)
             seq = self._seq = self._seq + 1
             self._log_append(seq, _PUT, key, value)
             mem = self._view[0]
@@ -158,6 +176,9 @@ class Engine:
         with self._lock:
             if self._closed:
                 raise Closed("engine is closed")
+            if self._space_left <= 0:
+                self._check_space()  # StorageFull below min_free_bytes: nothing written
+            self._space_left -= len(key) + len(body)
             seq = self._seq = self._seq + 1
             self._log_append(seq, kind, key, body)
             mem = self._view[0]
@@ -174,6 +195,48 @@ class Engine:
             self._log.maybe_write_out()  # type: ignore[union-attr]
         if len(self._view[1]) > self._cfg.max_pending_flushes:
             self._bg.wait_for_room()
+
+    def _check_space(self) -> None:
+        """Read the free space of the data directory's file system; raise StorageFull
+        while it is under ``min_free_bytes`` (and, once refusing, until it is an eighth
+        above). REQUIRES: _lock held. Runs once per
+        SPACE_CHECK_BYTES logged, and while refusing at most once per SPACE_RECHECK_S (the
+        refused writes in between reuse the last reading): a write either passes the guard
+        before anything of it is logged or applied, or is refused whole."""
+        now = self._clock.monotonic()
+        if self._refusing and now - self._free_read_at < SPACE_RECHECK_S:
+            self._refused += 1
+            raise StorageFull(self._path, self._free, self._min_free)
+        try:
+            free = self._free_of(self._path)  # type: ignore[misc]
+        except OSError as exc:  # cannot tell: let writes through, look again later
+            log.warning("cannot read the free space of %s: %s", self._path, exc)
+            self._space_left = SPACE_CHECK_BYTES
+            return
+        self._free, self._free_read_at = free, now
+        # once refusing, resume only an eighth above the floor: a flush or a delivered
+        # hint moving the free space across the floor does not flip the node each time
+        if free < (self._min_free + (self._min_free >> 3) if self._refusing else self._min_free):
+            if not self._refusing:
+                self._refusing = True
+                log.warning("%s has %d bytes free, under storage.min_free_bytes = %d: "
+                            "refusing writes until space is freed", self._path, free,
+                            self._min_free)
+            self._refused += 1
+            raise StorageFull(self._path, free, self._min_free)
+        if self._refusing:
+            self._refusing = False
+            log.warning("%s has %d bytes free again: accepting writes (%d refused)",
+                        self._path, free, self._refused)
+        # the next reading at the latest when what is left above the floor is used up
+        self._space_left = min(SPACE_CHECK_BYTES, free - self._min_free) or 1
+
+    def _free_now(self) -> Optional[int]:
+        """A fresh reading of the free space (None if the file system cannot tell)."""
+        try:
+            return self._free_of(self._path) if self._free_of is not None else None
+        except OSError:
+            return None
 
     def _switch_locked(self) -> None:
         """Freeze the active memtable and hand it to the flusher. REQUIRES: _lock held."""
@@ -383,12 +446,15 @@ class Engine:
             "writes_per_fsync": (log.writes_synced / log.fsyncs) if log and log.fsyncs else 0.0,
             "memtable_bytes": mem.size, "immutable_memtables": len(imms),
             "flushes": bg.flushes, "compactions": bg.compactions, "write_stalls": bg.stalls,
+            "compactions_deferred": bg.compactions_deferred,
             "flushing": bg.flushing, "compacting": bg.compacting,
             "bytes_flushed": bg.bytes_flushed, "bytes_compacted": bg.bytes_compacted,
             "sstables": len(tables), "sstable_bytes": total,
             "sstable_entries": sum(t.entries for t in tables),
             "space_amplification": total / max(sizes) if sizes else 1.0,
             "last_seq": self._seq, "flushed_seq": self._state.flushed_seq,
+            "free_bytes": self._free_now(), "min_free_bytes": self._min_free,
+            "storage_full": self._refusing, "writes_refused": self._refused,
         }
 
     # -- asyncio ---------------------------------------------------------------------------

@@ -97,6 +97,11 @@ class OsFileSystem:
     def rename(self, src: str, dst: str) -> None:
         os.replace(src, dst)
 
+    def free_bytes(self, path: str) -> int:
+        """Bytes an unprivileged writer may still use on ``path``'s file system."""
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
     def remove(self, path: str) -> None:
         try:
             os.remove(path)

@@ -67,6 +67,7 @@ class MemFileSystem:
         self._dirs: set[str] = set()
         self._lock = threading.Lock()
         self._budget: Optional[int] = None
+        self.capacity = 1 << 50  # bytes: free_bytes() is this minus the live files' size
         self.epoch = 0
         self.syncs = 0
 
@@ -108,6 +109,11 @@ class MemFileSystem:
             return bytes(self._live[path].data)
         except KeyError:
             raise FileNotFoundError(errno.ENOENT, "no such file", path) from None
+
+    def free_bytes(self, path: str) -> int:
+        """``capacity`` minus what the live files hold (a test lowers capacity to fill it)."""
+        with self._lock:
+            return self.capacity - sum(len(n.data) for n in self._live.values())
 
     def rename(self, src: str, dst: str) -> None:
         with self._lock:

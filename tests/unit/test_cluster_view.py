@@ -44,3 +44,22 @@ def test_no_security_line_without_answers_and_hints_come_from_the_same_replies()
     view = ClusterView("127.0.0.1:7400", _reply("n1", "n2"),
                        {"n1": _status(False, False, hints={"n2": 4}), "n2": None})
     assert pending_hints(view) == {"n1": {"n2": 4}}
+
+
+def _engine(free: int, full: bool = False) -> dict:
+    return dict(_status(False, False), engine={"free_bytes": free, "storage_full": full,
+                                               "min_free_bytes": 256 << 20})
+
+
+def test_storage_line_names_the_nodes_that_refuse_writes():
+    view = ClusterView("127.0.0.1:7400", _reply("n1", "n2", "n3"),
+                       {"n1": _engine(80 << 30), "n2": _engine(5 << 30), "n3": _engine(12 << 20, True)})
+    assert view.storage_line() == ("Storage: n3 refuses writes, disk nearly full (12.00 MiB free, "
+                                   "under storage.min_free_bytes = 256.00 MiB)")
+    nodes = {n["node_id"]: n for n in view.as_dict()["nodes"]}
+    assert (nodes["n3"]["storage_full"], nodes["n1"]["storage_full"]) == (True, False)
+    ok = ClusterView("127.0.0.1:7400", _reply("n1", "n2"),
+                     {"n1": _engine(80 << 30), "n2": _engine(5 << 30)})
+    assert ok.storage_line() == "Storage: every node accepts writes; least free space 5.00 GiB (n2)"
+    silent = ClusterView("127.0.0.1:7400", _reply("n1"), {"n1": None})
+    assert silent.storage_line() is None and silent.as_dict()["nodes"][0]["free_bytes"] is None

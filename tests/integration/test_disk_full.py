@@ -1,0 +1,100 @@
+"""A replica whose disk fills up (docs/decisions.md D36), with real processes and a real
+small file system: node n3 of three keeps its data on a 40 MiB tmpfs the test mounts (as
+root) and removes. Below ``storage.min_free_bytes`` n3 refuses writes whole with
+StorageFull; the cluster keeps taking W=2 writes on the other two, nothing acknowledged is
+lost, a write that needs n3 names the full disk in its error, and once the file system
+grows n3 takes writes again without a restart. The disk never fills: no commit-log
+write fails."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ringkv.client import AsyncClient
+from ringkv.errors import Timeout
+from ringkv.testing import cluster as tc
+
+from ..conftest import require_root, require_tool
+
+MiB = 1 << 20
+VALUE = b"x" * 10_000
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """tmp_path/n3 as a 40 MiB tmpfs (n3's data directory and log live there)."""
+    require_root("needs root to mount a small tmpfs as a node's data directory")
+    require_tool("mount", "mount")
+    root = tmp_path / "n3"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(root)], check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def _engine(cluster: tc.Cluster, i: int) -> dict:
+    return cluster.nodes[i].http_json("/status")["engine"]
+
+
+async def test_a_full_replica_refuses_writes_the_cluster_keeps_serving_and_it_recovers(
+        tmp_path, small_disk):
+    cluster = tc.start(3, tmp_path, config={
+        "storage": {"min_free_bytes": 24 * MiB, "memtable_bytes": 4 * MiB,
+                    "segment_bytes": 4 * MiB}})
+    try:
+        async with AsyncClient(cluster.addresses(), timeout=5.0) as client:
+            acked: list[bytes] = []
+            deadline = time.monotonic() + 90
+            i = 0
+            while not _engine(cluster, 2)["storage_full"]:
+                assert i < 4_000 and time.monotonic() < deadline, \
+                    f"n3 never refused a write: {_engine(cluster, 2)}"
+                batch = [b"k%05d" % (i + j) for j in range(50)]
+                await asyncio.gather(*(client.put(k, VALUE, w=2) for k in batch))
+                acked += batch
+                i += 50
+            # n3 refuses; the other two replicas still make W=2
+            more = [b"after%03d" % j for j in range(100)]
+            await asyncio.gather(*(client.put(k, VALUE, w=2) for k in more))
+            acked += more
+            eng = _engine(cluster, 2)
+            assert eng["storage_full"] and eng["writes_refused"] > 0
+            assert os.statvfs(small_disk).f_bavail > 0  # refused before the disk filled
+            log = cluster.nodes[2].log_path.read_text()
+            assert "commit log write failed" not in log and "refusing writes" in log
+
+            shown = subprocess.run(  # what an operator's `ringkv status` says
+                [sys.executable, "-m", "ringkv.cli", "status", "--host", cluster.nodes[0].address],
+                capture_output=True, text=True, timeout=60).stdout
+            assert "Storage: n3 refuses writes, disk nearly full" in shown, shown
+
+            with pytest.raises(Timeout, match="storage full"):  # W=3 needs n3: says why
+                await client.put(b"needs-all", VALUE, w="ALL")
+
+            for k in acked[::23]:  # nothing acknowledged is lost
+                assert (await client.get(k, r=2))[0] == [VALUE]
+
+            subprocess.run(["mount", "-o", "remount,size=160m", str(small_disk)], check=True)
+            deadline = time.monotonic() + 30
+            while True:  # n3 reads its free space again within a second
+                try:
+                    await client.put(b"needs-all", b"now", w="ALL")
+                    break
+                except Timeout:
+                    assert time.monotonic() < deadline, f"n3 stayed full: {_engine(cluster, 2)}"
+                    await asyncio.sleep(0.5)
+            # (the client's own retries of the failed puts went through other coordinators
+            # and may have left concurrent copies of the same value: siblings, all "now")
+            assert set((await client.get(b"needs-all", r="ALL"))[0]) == {b"now"}
+            assert _engine(cluster, 2)["storage_full"] is False
+            assert cluster.nodes[2].proc is not None and cluster.nodes[2].proc.poll() is None
+    finally:
+        cluster.close()
