@@ -299,13 +299,43 @@ def from_dict(data: dict[str, Any]) -> RingkvConfig:
         if section not in known:
             raise ConfigError(section, "unknown section")
         section_cls = known[section].default_factory  # type: ignore[misc]
-        names = {f.name for f in fields(section_cls)}
-        for name in values:
-            if name not in names:
+        if not isinstance(values, dict):
+            raise ConfigError(section, f"must be a table ([{section}]), not {_toml_kind(values)}")
+        types = {f.name: f.type for f in fields(section_cls)}
+        for name, value in values.items():
+            if name not in types:
                 raise ConfigError(f"{section}.{name}", "unknown field")
+            _check_type(f"{section}.{name}", str(types[name]), value)
         vals = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         kwargs[section] = section_cls(**vals)
     return RingkvConfig(**kwargs)
+
+
+# A field's annotation (a string: ``from __future__ import annotations``) -> the TOML
+# values it takes. An int is accepted for a float; a bool is never taken for a number.
+_ACCEPTS: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float),
+                                         "str": (str,), "tuple": (list, tuple), "dict": (dict,)}
+_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+          "tuple": "an array", "dict": "a table"}
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """ConfigError naming ``name`` unless ``value`` fits its field's annotation (checked at
+    load time so that a quoted number is reported as such, not as a failure far away)."""
+    bases = [part.strip().split("[")[0] for part in annotation.split("|")]
+    if any(b not in _ACCEPTS and b != "None" for b in bases):
+        return  # a type this table does not know: the section's validate() decides
+    for b in bases:
+        if b in _ACCEPTS and isinstance(value, _ACCEPTS[b]) and not (
+                isinstance(value, bool) and b in ("int", "float")):
+            return
+    wanted = " or ".join(_NAMES[b] for b in bases if b in _NAMES)
+    raise ConfigError(name, f"must be {wanted}, not {_toml_kind(value)} {value!r}")
+
+
+def _toml_kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
 
 
 def with_overrides(config: Any, **changes: Any) -> Any:

@@ -35,6 +35,32 @@ def test_bad_values_name_their_field(data, field):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("data, field, says", [
+    ({"storage": {"min_free_bytes": "lots"}}, "storage.min_free_bytes", "must be an integer, not a string"),
+    ({"storage": {"memtable_bytes": 1.5}}, "storage.memtable_bytes", "must be an integer, not a number"),
+    ({"storage": {"memtable_bytes": True}}, "storage.memtable_bytes", "not a boolean"),
+    ({"storage": {"fsync_thread_batch_sched": 1}}, "storage.fsync_thread_batch_sched", "must be true or false"),
+    ({"storage": {"sync_mode": 3}}, "storage.sync_mode", "must be a string"),
+    ({"node": {"seeds": "127.0.0.1:7401"}}, "node.seeds", "must be an array"),  # used to pass
+    ({"cluster": {"replication": 3}}, "cluster.replication", "must be a table"),
+    ({"storage": 3}, "storage", "must be a table"),
+])
+def test_values_of_the_wrong_type_name_their_field_and_type(data, field, says):
+    """Checked at load: a quoted number used to fail far away ("'<' not supported between
+    instances of 'str' and 'int'"), and a string for the seeds array or true for a size
+    passed validation (memtable_bytes = true was a 1-byte memtable)."""
+    with pytest.raises(ConfigError) as err:
+        from_dict(data).validate()
+    assert err.value.field == field and says in str(err.value)
+
+
+def test_an_integer_is_a_number():
+    cfg = from_dict({"storage": {"bloom_fp_rate": 0, "gc_grace_seconds": 60}})
+    assert cfg.storage.gc_grace_seconds == 60
+    with pytest.raises(ConfigError, match="bloom_fp_rate"):
+        cfg.validate()
+
+
 def test_toml_load_with_lists(tmp_path):
     path = tmp_path / "node.toml"
     path.write_text('[node]\nseeds = ["127.0.0.1:7401"]\nport = 7500\n[cluster]\nreplication = {dc1 = 2}\n')
