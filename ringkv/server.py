@@ -24,6 +24,7 @@ from ringkv.errors import Closed, RingkvError
 
 log = logging.getLogger("ringkv.server")
 SHUTDOWN_TIMEOUT = 20.0  # seconds allowed for closing HTTP, RPC and the engine
+LOW_OPEN_FILES = 4096  # an open-files limit under this is logged as a warning
 
 
 def serve(config: RingkvConfig) -> None:
@@ -33,7 +34,35 @@ def serve(config: RingkvConfig) -> None:
     config.validate()
     _setup_logging()
     _tune_gc(config.node.gc_young_threshold)
+    raise_open_files_limit()
     uvloop.run(_run(config))
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; the limit now.
+
+    Why: every client and peer connection, SSTable and commit-log segment is a file
+    descriptor, and many systems start processes at a soft limit of 1024. Past it a node
+    cannot accept connections, and a flush that cannot open its new table fails; the
+    hard limit is what the administrator allows (``ulimit -Hn``, systemd's
+    ``LimitNOFILE``), so a server takes it, as databases commonly do."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20  # Linux's default fs.nr_open
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open files limit raised from %d to %d", soft, hard)
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+    if soft != resource.RLIM_INFINITY and soft < LOW_OPEN_FILES:
+        log.warning("open files limit is %d: each connection, SSTable and commit-log segment "
+                    "takes one; raise the hard limit (ulimit -Hn, systemd LimitNOFILE) to at "
+                    "least %d", soft, LOW_OPEN_FILES)
+    return soft
 
 
 def _tune_gc(young_threshold: int) -> None:
