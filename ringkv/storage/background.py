@@ -34,6 +34,10 @@ from ringkv.storage.sstable_writer import SSTableWriter
 # add_sorted of a whole 32 MiB memtable held it for most of a ~0.7 s flush, and the
 # node's event loop, which needs the GIL for every request, stalled for up to ~450 ms.
 FLUSH_SLICE_KEYS = 512
+# A flush that failed with an OSError is tried again after FLUSH_RETRY_FIRST_S, the wait
+# doubling up to FLUSH_RETRY_MAX_S while it keeps failing (docs/decisions.md D37).
+FLUSH_RETRY_FIRST_S = 1.0
+FLUSH_RETRY_MAX_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ class Background:
         self._compact_wanted = True
         self.error: Optional[BaseException] = None
         self.flushes = self.compactions = self.stalls = self.compactions_deferred = 0
+        self.flush_failures = 0  # failed flush attempts (each tried again, FLUSH_RETRY_*)
+        self.last_flush_error: Optional[str] = None  # until a flush succeeds again
         self.bytes_flushed = self.bytes_compacted = 0
         self.flushing = self.compacting = 0  # gauges: 1 while one runs
         self._threads: list[threading.Thread] = []
@@ -142,6 +148,7 @@ class Background:
 
     # -- flushing ------------------------------------------------------------------------
     def _flusher(self) -> None:
+        delay = FLUSH_RETRY_FIRST_S
         while True:
             with self._cond:
                 while not self._stop and not self._e._view[1]:
@@ -150,12 +157,28 @@ class Background:
                     return
             try:
                 self.flush_memtable(self._e._view[1][-1])
+            except OSError as exc:
+                # Transient as far as we can tell (no descriptors left, a full disk, an
+                # I/O error): the memtable is still in memory and its writes in the commit
+                # log, so a new table written from it later is as good; the failed one was
+                # never installed. Writers stall meanwhile once max_pending_flushes wait.
+                self.flush_failures += 1
+                self.last_flush_error = f"{type(exc).__name__}: {exc}"
+                log.error("flush failed (%s); trying again in %gs", exc, delay)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, timeout=delay)
+                delay = min(delay * 2, FLUSH_RETRY_MAX_S)
+                continue
             except BaseException as exc:
                 log.exception("flush failed; engine stops accepting writes")
                 with self._cond:
                     self.error = exc
                     self._cond.notify_all()
                 return
+            if delay != FLUSH_RETRY_FIRST_S:
+                log.warning("flush succeeded after %d failed attempts", self.flush_failures)
+                delay = FLUSH_RETRY_FIRST_S
+                self.last_flush_error = None
             with self._cond:
                 self._compact_wanted = True
                 self._cond.notify_all()
@@ -168,14 +191,21 @@ class Background:
         try:
             if len(imm):
                 reader = self._write_table(None, len(imm), imm.max_seq, memtable=imm)
-                self.flushes += 1
-                self.bytes_flushed += reader.file_bytes  # type: ignore[union-attr]
             with self._manifest_mutex:
                 tables = e._view[2]
                 new_tables = ((reader,) + tables) if reader is not None else tables
                 self._install(new_tables, max(e._state.flushed_seq, imm.max_seq), drop_imm=imm)
+        except BaseException:
+            # Not installed. The file stays: a manifest renamed into place before its
+            # directory sync failed may name it; if none does, the next open removes it.
+            if reader is not None:
+                reader.close()
+            raise
         finally:
             self.flushing = 0
+        if reader is not None:
+            self.flushes += 1
+            self.bytes_flushed += reader.file_bytes
         if e._log is not None:
             e._log.release_upto(e._state.flushed_seq)
 

@@ -425,7 +425,7 @@ class Engine:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> dict[str, Any]:
         """Counters and gauges (see docs/format and the issue for their meaning)."""
         mem, imms, tables = self._view
         log, bg, ts = self._log, self._bg, self._tstats
@@ -447,6 +447,7 @@ class Engine:
             "memtable_bytes": mem.size, "immutable_memtables": len(imms),
             "flushes": bg.flushes, "compactions": bg.compactions, "write_stalls": bg.stalls,
             "compactions_deferred": bg.compactions_deferred,
+            "flush_failures": bg.flush_failures, "last_flush_error": bg.last_flush_error,
             "flushing": bg.flushing, "compacting": bg.compacting,
             "bytes_flushed": bg.bytes_flushed, "bytes_compacted": bg.bytes_compacted,
             "sstables": len(tables), "sstable_bytes": total,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 
 class _Node:
@@ -68,6 +68,9 @@ class MemFileSystem:
         self._lock = threading.Lock()
         self._budget: Optional[int] = None
         self.capacity = 1 << 50  # bytes: free_bytes() is this minus the live files' size
+        # a test's fault: open_write of a path this accepts fails with EMFILE (no
+        # descriptors left), as long as it is set
+        self.refuse_open: Optional[Callable[[str], bool]] = None
         self.epoch = 0
         self.syncs = 0
 
@@ -95,6 +98,9 @@ class MemFileSystem:
 
     # -- the seam ------------------------------------------------------------------------
     def open_write(self, path: str) -> MemWritableFile:
+        refuse = self.refuse_open
+        if refuse is not None and refuse(path):
+            raise OSError(errno.EMFILE, "Too many open files (injected)", path)
         with self._lock:
             self._mutate()
             node = _Node()

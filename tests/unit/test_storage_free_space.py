@@ -102,3 +102,4 @@ def test_a_compaction_waits_until_its_output_fits():
 
 def _used(fs: MemFileSystem) -> int:
     return fs.capacity - fs.free_bytes("/db")
+

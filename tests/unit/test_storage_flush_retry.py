@@ -1,0 +1,52 @@
+"""A flush that fails with an OSError is tried again (docs/decisions.md D37): the engine
+keeps serving, writes go into the memtables (and stall once max_pending_flushes wait), and
+nothing is lost. The in-memory file system refuses to open the new tables (EMFILE) for as
+long as the test says."""
+
+from __future__ import annotations
+
+import time
+
+from ringkv.config import KiB, StorageConfig
+from ringkv.storage import Engine, background
+from ringkv.testing.fake_clock import FakeClock
+from ringkv.testing.fs import MemFileSystem
+
+VALUE = b"v" * 100
+
+
+def _open(fs: MemFileSystem, clock: FakeClock, **cfg) -> Engine:
+    return Engine.open("/db", StorageConfig(**cfg), fs=fs, clock=clock)
+
+
+def test_a_failed_flush_is_tried_again_and_loses_nothing(monkeypatch):
+    """A flush that cannot open its new table (EMFILE: no descriptors left) used to stop
+    the engine for good; it is tried again (D37) while writes go on into the memtables, and
+    once files open again every write is in a table and survives a restart."""
+    monkeypatch.setattr(background, "FLUSH_RETRY_FIRST_S", 0.02)
+    monkeypatch.setattr(background, "FLUSH_RETRY_MAX_S", 0.05)
+    fs, clock = MemFileSystem(), FakeClock()
+    fs.refuse_open = lambda path: "/sstables/" in path
+    e = _open(fs, clock, memtable_bytes=64 * KiB, max_pending_flushes=8)
+    for i in range(2000):  # ~3 memtables: flushes start, and fail
+        e.put(b"k%05d" % i, VALUE)
+    _wait(lambda: e.stats()["flush_failures"] >= 3, "three failed attempts")
+    st = e.stats()
+    assert st["flushes"] == 0 and st["immutable_memtables"] >= 2
+    assert "Too many open files" in st["last_flush_error"]
+    assert e.get(b"k00000") == VALUE  # reads go on from the memtables
+    fs.refuse_open = None  # descriptors free again
+    e.flush()
+    st = e.stats()
+    assert st["flushes"] >= 3 and st["immutable_memtables"] == 0 and st["last_flush_error"] is None
+    e.close()
+    e = _open(fs, clock)
+    assert all(e.get(b"k%05d" % i) == VALUE for i in range(2000))
+    e.close()
+
+
+def _wait(cond, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
