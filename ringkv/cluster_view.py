@@ -77,16 +77,22 @@ class ClusterView:
 
     def storage_line(self) -> str | None:
         """Which nodes that answered refuse writes because their disk is nearly full
-        (storage.min_free_bytes, D36), else the least free space among them; None if no
-        node answered or none reports its free space."""
+        (storage.min_free_bytes, D36) or keep failing to flush (D37), else the least free
+        space among them; None if no node answered or none reports its free space."""
         engines = {nid: st.get("engine") or {} for nid, st in self.statuses.items()
                    if st is not None}
-        full = sorted(nid for nid, e in engines.items() if e.get("storage_full"))
-        if full:
-            return "Storage: " + "; ".join(
-                f"{nid} refuses writes, disk nearly full ({_size(engines[nid].get('free_bytes'))} "
-                f"free, under storage.min_free_bytes = {_size(engines[nid].get('min_free_bytes'))})"
-                for nid in full)
+        problems = []
+        for nid in sorted(engines):
+            e = engines[nid]
+            if e.get("storage_full"):
+                problems.append(
+                    f"{nid} refuses writes, disk nearly full ({_size(e.get('free_bytes'))} free, "
+                    f"under storage.min_free_bytes = {_size(e.get('min_free_bytes'))})")
+            if e.get("last_flush_error"):  # D37: retried; writes stall if it goes on
+                problems.append(f"{nid} cannot flush ({e.get('flush_failures')} attempts, last: "
+                                f"{e['last_flush_error']})")
+        if problems:
+            return "Storage: " + "; ".join(problems)
         free = {nid: e["free_bytes"] for nid, e in engines.items()
                 if isinstance(e.get("free_bytes"), int)}
         if not free:

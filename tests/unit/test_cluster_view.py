@@ -63,3 +63,11 @@ def test_storage_line_names_the_nodes_that_refuse_writes():
     assert ok.storage_line() == "Storage: every node accepts writes; least free space 5.00 GiB (n2)"
     silent = ClusterView("127.0.0.1:7400", _reply("n1"), {"n1": None})
     assert silent.storage_line() is None and silent.as_dict()["nodes"][0]["free_bytes"] is None
+
+
+def test_storage_line_names_a_node_whose_flushes_fail():
+    failing = dict(_engine(80 << 30), engine={"free_bytes": 80 << 30, "flush_failures": 3,
+                                              "last_flush_error": "OSError: [Errno 24] Too many open files"})
+    view = ClusterView("127.0.0.1:7400", _reply("n1", "n2"), {"n1": _engine(5 << 30), "n2": failing})
+    assert view.storage_line() == ("Storage: n2 cannot flush (3 attempts, last: OSError: "
+                                   "[Errno 24] Too many open files)")
