@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import functools
 import json
 import os
@@ -147,7 +148,13 @@ def server(config_path: str | None, sync_mode: str | None, join: bool | None = N
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # e.g. the port is taken: not a client-side "cannot reach"
-        fail(f"cannot start the node on {config.node.host}:{config.node.port}: {exc}", EXIT_FAILED)
+        hint = ""
+        if exc.errno == errno.ENOSPC:  # opening replays the commit log into a new SSTable
+            hint = (f" (opening the engine writes the commit log's records to a new table: "
+                    f"free space in {config.node.data_dir}; nothing was lost, the commit log "
+                    "is kept until that table is written)")
+        fail(f"cannot start the node on {config.node.host}:{config.node.port}: {exc}{hint}",
+             EXIT_FAILED)
 
 
 def server_config(config_path: str | None, node: dict[str, Any], sync_mode: str | None) -> RingkvConfig:

@@ -98,3 +98,38 @@ async def test_a_full_replica_refuses_writes_the_cluster_keeps_serving_and_it_re
             assert cluster.nodes[2].proc is not None and cluster.nodes[2].proc.poll() is None
     finally:
         cluster.close()
+
+
+async def test_a_node_that_cannot_replay_its_commit_log_says_so_and_loses_nothing(tmp_path):
+    """After a crash, opening the engine writes the commit log's records to a new table. On
+    a disk too full for it the node exits with the reason and what to do, keeps its commit
+    log, and starts with every acknowledged write once space is freed."""
+    require_root("needs root to mount a small tmpfs as a node's data directory")
+    root = tmp_path / "n1"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], check=True)
+    cluster = tc.start(1, tmp_path, replication={"dc1": 1},
+                       config={"storage": {"min_free_bytes": 0, "memtable_bytes": 64 * MiB}})
+    try:
+        keys = [b"k%04d" % i for i in range(600)]  # ~6 MiB, all in the commit log
+        async with AsyncClient(cluster.addresses(), timeout=5.0) as client:
+            for i in range(0, len(keys), 50):
+                await asyncio.gather(*(client.put(k, VALUE) for k in keys[i:i + 50]))
+        cluster.kill(0)
+        free = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize
+        (root / "filler").write_bytes(b"\0" * (free - 2 * MiB))  # room for less than the table
+        node = cluster.nodes[0]
+        server = [sys.executable, "-m", "ringkv.cli", "server", "--config", str(node.config_path)]
+        out = subprocess.run(server, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 3, out.stderr
+        assert "No space left on device" in out.stderr and "nothing was lost" in out.stderr
+        assert list((node.data_dir / "engine" / "commitlog").iterdir())  # kept
+        (root / "filler").unlink()
+        cluster.start_node(0)
+        cluster.wait_ready(60)
+        async with AsyncClient(cluster.addresses(), timeout=5.0) as client:
+            for k in keys:
+                assert (await client.get(k))[0] == [VALUE]
+    finally:
+        cluster.close()
+        subprocess.run(["umount", "-l", str(root)], check=False)
