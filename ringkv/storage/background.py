@@ -15,6 +15,7 @@ compaction pass, and the blocking waits (``wait_for_room``, ``wait_flushed``) fl
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -34,10 +35,15 @@ from ringkv.storage.sstable_writer import SSTableWriter
 # add_sorted of a whole 32 MiB memtable held it for most of a ~0.7 s flush, and the
 # node's event loop, which needs the GIL for every request, stalled for up to ~450 ms.
 FLUSH_SLICE_KEYS = 512
-# A flush that failed with an OSError is tried again after FLUSH_RETRY_FIRST_S, the wait
-# doubling up to FLUSH_RETRY_MAX_S while it keeps failing (docs/decisions.md D37).
+# A flush that failed for want of a resource (TRANSIENT_ERRNOS) is tried again after
+# FLUSH_RETRY_FIRST_S, the wait doubling up to FLUSH_RETRY_MAX_S while it keeps failing
+# (docs/decisions.md D37).
 FLUSH_RETRY_FIRST_S = 1.0
 FLUSH_RETRY_MAX_S = 10.0
+# The errors a flush waits out: a resource that runs short for a while (descriptors, disk
+# space, kernel memory). Any other one (EIO above all: a failing disk) stops the engine.
+TRANSIENT_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT,
+                              errno.ENOMEM))
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +164,16 @@ class Background:
             try:
                 self.flush_memtable(self._e._view[1][-1])
             except OSError as exc:
-                # Transient as far as we can tell (no descriptors left, a full disk, an
-                # I/O error): the memtable is still in memory and its writes in the commit
-                # log, so a new table written from it later is as good; the failed one was
-                # never installed. Writers stall meanwhile once max_pending_flushes wait.
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    log.exception("flush failed; engine stops accepting writes")
+                    with self._cond:
+                        self.error = exc
+                        self._cond.notify_all()
+                    return
+                # A resource ran short (no descriptors left, a full disk): the memtable is
+                # still in memory and its writes in the commit log, so a new table written
+                # from it later is as good; the failed one was never installed. Writers
+                # stall meanwhile once max_pending_flushes wait.
                 self.flush_failures += 1
                 self.last_flush_error = f"{type(exc).__name__}: {exc}"
                 log.error("flush failed (%s); trying again in %gs", exc, delay)

@@ -68,9 +68,10 @@ class MemFileSystem:
         self._lock = threading.Lock()
         self._budget: Optional[int] = None
         self.capacity = 1 << 50  # bytes: free_bytes() is this minus the live files' size
-        # a test's fault: open_write of a path this accepts fails with EMFILE (no
-        # descriptors left), as long as it is set
+        # a test's fault: open_write of a path this accepts fails with refuse_errno
+        # (default EMFILE: no descriptors left), as long as it is set
         self.refuse_open: Optional[Callable[[str], bool]] = None
+        self.refuse_errno = errno.EMFILE
         self.epoch = 0
         self.syncs = 0
 
@@ -100,7 +101,7 @@ class MemFileSystem:
     def open_write(self, path: str) -> MemWritableFile:
         refuse = self.refuse_open
         if refuse is not None and refuse(path):
-            raise OSError(errno.EMFILE, "Too many open files (injected)", path)
+            raise OSError(self.refuse_errno, f"{os.strerror(self.refuse_errno)} (injected)", path)
         with self._lock:
             self._mutate()
             node = _Node()

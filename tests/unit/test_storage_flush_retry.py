@@ -5,9 +5,13 @@ long as the test says."""
 
 from __future__ import annotations
 
+import errno
 import time
 
+import pytest
+
 from ringkv.config import KiB, StorageConfig
+from ringkv.errors import Closed
 from ringkv.storage import Engine, background
 from ringkv.testing.fake_clock import FakeClock
 from ringkv.testing.fs import MemFileSystem
@@ -50,3 +54,15 @@ def _wait(cond, what: str, timeout: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+def test_an_io_error_in_a_flush_still_stops_the_engine():
+    """EIO is not waited out (a failing disk): the engine stops taking writes, as before."""
+    fs, clock = MemFileSystem(), FakeClock()
+    fs.refuse_open, fs.refuse_errno = (lambda path: "/sstables/" in path), errno.EIO
+    e = _open(fs, clock, memtable_bytes=64 * KiB, max_pending_flushes=1)
+    with pytest.raises(Closed, match="engine failed in background"):
+        for i in range(5000):
+            e.put(b"k%05d" % i, VALUE)
+    assert e.stats()["flush_failures"] == 0
+    e._bg.stop()
