@@ -89,7 +89,18 @@ class StateChanged:
     new: str
 
 
-Effect = Union[Send, StateChanged]
+@dataclass(frozen=True)
+class IdentityClaimed:
+    """Effect: a full record of *our* node id at another address reached us: another
+    process runs with our identity (a copy of our data directory, e.g. a cloned machine),
+    or it is a life of ours from before an address change. node.py finds out which by
+    asking that address (docs/decisions.md D38); raised once per address."""
+
+    host: str
+    port: int
+
+
+Effect = Union[Send, StateChanged, IdentityClaimed]
 
 
 @dataclass
@@ -118,6 +129,7 @@ class Membership:
         self._peers: dict[str, _Peer] = {}
         self._seeds: list[tuple[str, int]] = []
         self._synced = False  # merged a peer's gossip digest since we started
+        self._claims: set[tuple[str, int]] = set()  # other addresses seen with our node id
         # Counters for metrics and the simulator's checks; only ever incremented.
         self.counters = {"suspected": 0, "declared_down": 0, "revived": 0, "probes": 0}
 
@@ -265,10 +277,16 @@ class Membership:
         """
         sender, entries = parse_message(kind, body)
         if sender.member.node_id == self.node_id:
-            return []  # our own message came back (e.g. a seed address that is us)
+            # our own message came back (e.g. a seed address that is us), or another
+            # process that has our node id talks to us
+            return self._claim(sender.member)
         sender_id = sender.member.node_id
         want: list[str] = []  # nodes the sender has a newer life of than we know in full
+        other = self._other_address_of(sender.member, now)
         effects = self._merge(sender_id, sender, now, want)
+        if other is not None:  # show the sender the record of its id we held (D38)
+            effects.append(Send(sender_id, sender.member.host, sender.member.port, "gossip_full",
+                                {"from": self._entry_self(), "members": [other]}))
         for entry in entries:
             effects += self._merge(sender_id, entry, now, want)
         if not want and kind in ("gossip", "gossip_ack", "gossip_full"):
@@ -334,7 +352,9 @@ class Membership:
         """
         incoming, age, flagged_down, full = entry
         if incoming.node_id == self.node_id:
-            return self._absorb_self(incoming)
+            # a newer record of us at another address is still absorbed (our address
+            # stays): the cluster must go on routing our id here, not to the other one
+            return (self._claim(incoming) if full else []) + self._absorb_self(incoming)
         seen = now - age
         peer = self._peers.get(incoming.node_id)
         if not full:
@@ -379,6 +399,24 @@ class Membership:
         if peer.down_since is not None and seen > peer.down_since:
             peer.down_since = None  # alive after we declared it down: it is back
             self.counters["revived"] += 1
+
+    def _other_address_of(self, sender: Member, now: float) -> dict[str, Any] | None:
+        """Our full entry of ``sender``'s id if it names another address than the sender
+        publishes, else None. Gossip leaves a node's own record out of what it sends that
+        node, so without this two processes with one id, each talking only to third
+        nodes, would never see each other's record: only bump generations over it."""
+        peer = self._peers.get(sender.node_id)
+        if peer is None or (peer.member.host, peer.member.port) == (sender.host, sender.port):
+            return None
+        return encode_entry(peer.member, now - peer.last_seen, peer.down_since is not None)
+
+    def _claim(self, record: Member) -> list[Effect]:
+        """IdentityClaimed for a record of our id at an address that is not ours (once)."""
+        where = (record.host, record.port)
+        if where == (self._self.host, self._self.port) or where in self._claims:
+            return []
+        self._claims.add(where)
+        return [IdentityClaimed(record.host, record.port)]
 
     def _absorb_self(self, incoming: Member) -> list[Effect]:
         """Someone holds a newer record of us (restart with a stale generation, or removenode)."""
@@ -522,5 +560,5 @@ _HANDLERS = {
     "probe_ack": Membership._on_merge_only,
 }
 
-__all__ = ["Membership", "MembershipConfig", "Member", "Send", "StateChanged", "Effect",
+__all__ = ["Membership", "MembershipConfig", "Member", "Send", "StateChanged", "IdentityClaimed", "Effect",
            "KINDS", "STATES", "JOINING", "NORMAL", "LEAVING", "DOWN", "REMOVED"]

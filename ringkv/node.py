@@ -107,6 +107,9 @@ class Node(GossipShell, ReplicaHandlers):
                                                  connect_timeout=self.timeout, secret=self.secret,
                                                  ssl=self.tls_client)
         self.membership: Membership | None = None
+        self.fatal: asyncio.Event | None = None  # made in start(); the server stops on it
+        self.fatal_error: RingkvError | None = None
+        self.started_ms = 0  # this life's generation (node_gossip: set when gossip starts)
         self.ring = Ring([], self.replication)
         self._ring_sig: tuple = ()
         self._addr: dict[str, tuple[str, int]] = {}
@@ -146,6 +149,7 @@ class Node(GossipShell, ReplicaHandlers):
         from ringkv.storage.engine import Engine
 
         self._loop = asyncio.get_running_loop()
+        self.fatal = asyncio.Event()  # set when this node must stop (fatal_error says why)
         self.deadlines = Deadlines(self._loop, self.timeout)  # every coordinated op's timeout
         cfg = self.config
         await self.topology.prepare()  # may write the identity of a replacement node
@@ -600,6 +604,7 @@ class Node(GossipShell, ReplicaHandlers):
                 "counters": dict(self.counters, auth_refusals=getattr(self.server, "auth_refusals", 0)),
                 "engine": stats, "authenticated": self.secret is not None,
                 "tls": self.tls_server is not None,
+                "started_ms": self.started_ms,
                 "hints": self.handoff.status(), "streaming": self.topology.summary(),
                 "repair_trees": self.repairer.store.view()}
 

@@ -19,8 +19,8 @@ import functools
 import logging
 
 from ringkv import peer_store
-from ringkv.errors import AuthenticationFailed, InvalidRequest, Unavailable
-from ringkv.membership import Member, Membership, Send, StateChanged
+from ringkv.errors import AuthenticationFailed, ConfigError, InvalidRequest, RingkvError, Unavailable
+from ringkv.membership import IdentityClaimed, Member, Membership, Send, StateChanged
 from ringkv.streaming import RingView, owner_of
 
 log = logging.getLogger("ringkv.node")
@@ -37,6 +37,7 @@ class GossipShell:
                     http_port=node.effective_http_port(), dc=self.ident.dc, rack=self.ident.rack,
                     tokens=self.ident.tokens, state=self.topology.initial_state(),
                     generation=int(self.clock.now() * 1000))
+        self.started_ms = me.generation  # this life's own generation (absorbing may raise it)
         self.membership = Membership(me, self.rng, self.membership_config)
         for seed in node.seeds:
             host, _, port = seed.rpartition(":")
@@ -66,6 +67,8 @@ class GossipShell:
             elif isinstance(eff, StateChanged):
                 log.info("node %s: %s -> %s", eff.node_id, eff.old or "(new)", eff.new)
                 changed = True
+            elif isinstance(eff, IdentityClaimed):
+                asyncio.ensure_future(self._check_identity_claim(eff.host, eff.port))
         if changed:
             self._refresh_ring()
             self._persist_peers()
@@ -88,6 +91,37 @@ class GossipShell:
                 log.warning("gossip to %s refused: AuthenticationFailed: %s (do both nodes have "
                             "the same cluster secret and TLS CA?)", peer, exc)
         self._perform(self.membership.on_unreachable(eff.node_id, now))
+
+    async def _check_identity_claim(self, host: str, port: int) -> None:
+        """Gossip carried a record of our node id at ``host:port`` (D38). Ask that address
+        who it is: a process there with our id is running from a copy of our data
+        directory, and two minters of one id's dots lose writes (a write by either can
+        supersede the other's concurrent one). The one started later stops; the other
+        logs it. No answer, or another id: a life of ours from before an address change."""
+        try:
+            reply = await self.rpc.call(host, port, "status", {}, timeout=2.0)
+        except RingkvError:
+            return
+        if reply.get("node_id") != self.node_id:
+            return
+        theirs = reply.get("started_ms")
+        if not isinstance(theirs, int):
+            theirs = -1  # an older build: it does not say; assume it started first
+        me = (self.config.node.host, self.server.port if self.server else self.config.node.port)
+        if (self.started_ms, me) > (theirs, (host, port)):  # we started later: we are the copy
+            self.fatal_error = ConfigError(
+                "node.data_dir", f"node id {self.node_id!r} is already in use by the node at "
+                f"{host}:{port}, which started earlier: {self.config.node.data_dir} is a copy "
+                "of its data directory (a cloned machine or disk?). This node stopped before "
+                "either lost writes; give it a data directory of its own (an empty one and "
+                "`ringkv join` make it a new node)")
+            log.critical("%s", self.fatal_error)
+            if self.fatal is not None:
+                self.fatal.set()
+        else:
+            log.error("node id %r is also used by the process at %s:%d, started later from a "
+                      "copy of this node's data directory; it stops itself", self.node_id,
+                      host, port)
 
     def _rpc_gossip(self, body: dict) -> dict:
         assert self.membership is not None

@@ -105,7 +105,11 @@ async def _run(config: RingkvConfig) -> None:
               f"(http :{config.node.effective_http_port()}){extra}{tls}", flush=True)
         log.info("node %s up: dc %s, %d tokens, seeds %s", node.node_id, node.dc,
                  len(node.ident.tokens) if node.ident else 0, ", ".join(config.node.seeds) or "none")
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        failing = asyncio.ensure_future(node.fatal.wait())
+        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        failing.cancel()
         log.info("node %s shutting down", node.node_id)
     finally:
         try:
@@ -113,6 +117,8 @@ async def _run(config: RingkvConfig) -> None:
         except asyncio.TimeoutError:
             log.error("shutdown took longer than %.0fs; exiting anyway", SHUTDOWN_TIMEOUT)
     log.info("node %s stopped", node.node_id)
+    if node.fatal_error is not None:  # e.g. another node runs with this identity (D38)
+        raise node.fatal_error
 
 
 async def _start_resp(node: Any, config: RingkvConfig) -> Any:

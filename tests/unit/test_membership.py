@@ -208,7 +208,7 @@ def test_a_seed_is_no_longer_contacted_by_address_once_known():
 
 def test_message_from_ourselves_is_ignored():
     a = node()
-    assert a.on_message("gossip", {"from": entry("a"), "members": [entry("z")]}, T0) == []
+    assert a.on_message("gossip", {"from": entry("a", port=1), "members": [entry("z")]}, T0) == []
     assert a.member("z") is None
 
 
@@ -274,7 +274,7 @@ def test_fresh_probe_ack_clears_suspicion():
     a = silent_peer()
     a.tick(T0 + 5)
     assert a.suspected("b")
-    effects = a.on_message("probe_ack", {"from": entry("c"), "target": "b",
+    effects = a.on_message("probe_ack", {"from": entry("c", port=ord("c")), "target": "b",
                                           "entry": entry("b", hb=2, age=0.5)}, T0 + 5.1)
     assert not a.suspected("b") and not sends(effects)
     assert a.tick(T0 + 6) and a.state_of("b") == NORMAL
@@ -452,3 +452,50 @@ def test_membership_modules_are_pure(module):
             assert not {a.name.split(".")[0] for a in item.names} & banned
         elif isinstance(item, ast.ImportFrom):
             assert (item.module or "").split(".")[0] not in banned
+
+
+# ----- another process with our node id (D38) ------------------------------------------
+
+def test_a_record_of_our_id_at_another_address_is_reported_once():
+    a = node("a", port=1)
+    other = encode_entry(Member("a", port=77, state=NORMAL, generation=5, heartbeat=3), 0.0, False)
+    effects = a.on_message("gossip", gossip("b", other), T0)
+    assert [e for e in effects if isinstance(e, mb.IdentityClaimed)] == [mb.IdentityClaimed("127.0.0.1", 77)]
+    # still absorbed (our address stays), so the cluster goes on routing our id to us
+    assert a.self_member.generation == 5 and a.self_member.port == 1
+    again = a.on_message("gossip", gossip("c", other), T0 + 1)
+    assert not [e for e in again if isinstance(e, mb.IdentityClaimed)]
+
+
+def test_our_own_address_and_compact_records_claim_nothing():
+    a = node("a", port=1)
+    ours = encode_entry(Member("a", port=1, state=NORMAL, generation=1, heartbeat=9), 0.0, False)
+    compact = encode_entry(Member("a", port=0, state=NORMAL, generation=1, heartbeat=10), 0.0,
+                           False, full=False)
+    effects = a.on_message("gossip", gossip("b", ours, compact), T0)
+    assert not [e for e in effects if isinstance(e, mb.IdentityClaimed)]
+
+
+def test_a_sender_with_our_id_at_another_address_is_reported():
+    a = node("a", port=1)
+    body = {"from": encode_entry(Member("a", port=55, state=NORMAL, generation=2), 0.0, False),
+            "members": []}
+    assert a.on_message("gossip", body, T0) == [mb.IdentityClaimed("127.0.0.1", 55)]
+    echo = {"from": encode_entry(Member("a", port=1, state=NORMAL, generation=1), 0.0, False),
+            "members": []}
+    assert a.on_message("gossip", echo, T0) == []  # our own message come back
+
+
+def test_a_sender_whose_id_we_hold_at_another_address_is_shown_that_record():
+    """Gossip leaves a node's own record out of what goes to that node: two processes with
+    one id that talk only to third nodes would never see each other without this."""
+    c = node("c", port=3)
+    c.on_message("gossip", gossip("b", entry("a", port=7, gen=1)), T0)
+    copy = {"from": encode_entry(Member("a", port=8, state=NORMAL, generation=2), 0.0, False),
+            "members": []}
+    shown = [e for e in sends(c.on_message("gossip", copy, T0 + 1), "gossip_full")
+             if e.port == 8 and e.body["members"]]
+    assert [m["port"] for m in shown[0].body["members"]] == [7]
+    a_copy = Membership(Member("a", port=8, state=NORMAL, generation=2), random.Random(1))
+    effects = a_copy.on_message("gossip_full", shown[0].body, T0 + 1)
+    assert [e for e in effects if isinstance(e, mb.IdentityClaimed)] == [mb.IdentityClaimed("127.0.0.1", 7)]
