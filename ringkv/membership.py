@@ -408,7 +408,7 @@ class Membership:
         peer = self._peers.get(sender.node_id)
         if peer is None or (peer.member.host, peer.member.port) == (sender.host, sender.port):
             return None
-        return encode_entry(peer.member, now - peer.last_seen, peer.down_since is not None)
+        return self._entry_of(sender.node_id, now)
 
     def _claim(self, record: Member) -> list[Effect]:
         """IdentityClaimed for a record of our id at an address that is not ours (once)."""

@@ -13,6 +13,7 @@ import pytest
 from ringkv.config import KiB, StorageConfig
 from ringkv.errors import Closed
 from ringkv.storage import Engine, background
+from ringkv.testing.cluster import wait_until
 from ringkv.testing.fake_clock import FakeClock
 from ringkv.testing.fs import MemFileSystem
 
@@ -34,7 +35,8 @@ def test_a_failed_flush_is_tried_again_and_loses_nothing(monkeypatch):
     e = _open(fs, clock, memtable_bytes=64 * KiB, max_pending_flushes=8)
     for i in range(2000):  # ~3 memtables: flushes start, and fail
         e.put(b"k%05d" % i, VALUE)
-    _wait(lambda: e.stats()["flush_failures"] >= 3, "three failed attempts")
+    wait_until(lambda: e.stats()["flush_failures"] >= 3, time.monotonic() + 10,
+               "three failed attempts")
     st = e.stats()
     assert st["flushes"] == 0 and st["immutable_memtables"] >= 2
     assert "Too many open files" in st["last_flush_error"]
@@ -47,13 +49,6 @@ def test_a_failed_flush_is_tried_again_and_loses_nothing(monkeypatch):
     e = _open(fs, clock)
     assert all(e.get(b"k%05d" % i) == VALUE for i in range(2000))
     e.close()
-
-
-def _wait(cond, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_an_io_error_in_a_flush_still_stops_the_engine():
