@@ -174,6 +174,7 @@ class StreamingConfig:
     replace: str = ""  # first start: take the tokens of this dead node id and stream its data from the survivors (ringkv server --replace ID; this node needs a new id)
     max_bytes_per_s: int = 0  # streaming throttle per operation; 0 = unthrottled
     settle_timeout_s: float = 30.0  # wait at most this long for every live node to see a joining/leaving state before streaming
+    handover_s: float = 30.0  # after a join finishes, writes of the moved ranges still go to their previous replicas (W + P) this long, for coordinators that hear of it late; 0 = off
     batch_timeout_s: float = 30.0  # one stream_range or stream_apply call fails after this long (then retried)
     retry_interval_s: float = 2.0  # pause before a failed operation is retried (3 attempts, then it stays failed)
     exit_after_decommission: bool = True  # the server process exits once its decommission is done
@@ -184,6 +185,8 @@ class StreamingConfig:
             raise ConfigError("streaming.max_bytes_per_s", "must be >= 0")
         _positive("streaming.settle_timeout_s", self.settle_timeout_s)
         _positive("streaming.batch_timeout_s", self.batch_timeout_s)
+        if self.handover_s < 0:
+            raise ConfigError("streaming.handover_s", "must be >= 0")
         if self.retry_interval_s < 0:
             raise ConfigError("streaming.retry_interval_s", "must be >= 0")
         if self.join and self.replace:

@@ -108,10 +108,13 @@ class Node(GossipShell, ReplicaHandlers):
                                                  ssl=self.tls_client)
         self.membership: Membership | None = None
         self.fatal: asyncio.Event | None = None  # made in start(); the server stops on it
+        self.left_ring = False  # set once this node published itself removed (decommissioned)
         self.fatal_error: RingkvError | None = None
         self.started_ms = 0  # this life's generation (node_gossip: set when gossip starts)
         self.ring = Ring([], self.replication)
         self._ring_sig: tuple = ()
+        self._handover_ring: Any = None  # the read ring before a join finished, while writes still reach it
+        self._handover_until = 0.0  # clock.monotonic() at which that handover ends
         self._addr: dict[str, tuple[str, int]] = {}
         self._dc_of: dict[str, str] = {}
         self._reqs: dict[tuple, co.Requirement] = {}  # (level, replicas) -> requirement
@@ -309,7 +312,7 @@ class Node(GossipShell, ReplicaHandlers):
         req = self._requirement(lvl, replicas, plan.counts)
         skey = token.to_bytes(8, "big") + key
         data, new = self._mint(skey, ctx, value)
-        pending = self._view.pending(token) if self._view.moving else []  # joining/new owners
+        pending = self._pending(token) if self._view.moving else []  # joining/new owners
         if pending:  # W + P acks among current and pending replicas (docs/topology.md)
             req = self.topology.write_requirement(req, pending, plan.counts)
         q = co.WriteQuorum(req, plan.contacted(self.node_id) + pending)
@@ -472,6 +475,18 @@ class Node(GossipShell, ReplicaHandlers):
         return bounded
 
     # ------------------------------------------------------------------ coordination steps
+
+    def _pending(self, token: int) -> list[str]:
+        """The pending replicas a write of ``token`` also goes to (W + P): future owners
+        while a range moves, and for ``streaming.handover_s`` after a join finished the
+        live nodes it took the range from (streaming.RingView.handover)."""
+        view = self._view
+        pending = view.pending(token)
+        handover = view.handover(token)
+        if handover:
+            alive = self.alive
+            pending = pending + [n for n in handover if alive(n)]
+        return pending
 
     def _requirement(self, lvl: co.Level, replicas: list[str],
                      alive: Callable[[str], bool] | None = None) -> co.Requirement:

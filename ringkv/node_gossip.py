@@ -21,7 +21,7 @@ import logging
 from ringkv import peer_store
 from ringkv.errors import AuthenticationFailed, ConfigError, InvalidRequest, RingkvError, Unavailable
 from ringkv.membership import IdentityClaimed, Member, Membership, Send, StateChanged
-from ringkv.streaming import RingView, owner_of
+from ringkv.streaming import RingView, join_finished, owner_of
 
 log = logging.getLogger("ringkv.node")
 AUTH_WARN_EVERY_S = 60.0  # a peer refusing our gossip for a wrong secret is logged this often
@@ -138,10 +138,23 @@ class GossipShell:
         members = self.membership.ring_members()
         sig = tuple((m.node_id, m.host, m.port, m.http_port, m.dc, m.rack, m.tokens, m.state,
                      m.generation) for m in members)
-        if sig == self._ring_sig:
+        now = self.clock.monotonic()
+        expired = self._handover_ring is not None and now >= self._handover_until
+        if sig == self._ring_sig and not expired:
             return
+        if expired:
+            self._handover_ring = None
         # reads use normal + leaving nodes; joining ones only get writes (streaming.RingView)
-        self._view = RingView([owner_of(m) for m in members], self.replication)
+        view = RingView([owner_of(m) for m in members], self.replication, self._handover_ring)
+        handover_s = self.config.streaming.handover_s
+        if handover_s > 0 and join_finished(self._view, view):
+            # Coordinators that have not heard yet that the join finished read the old
+            # replica set, so for a while our writes go to the nodes the new one took
+            # ranges from too (streaming.RingView.handover; docs/topology.md).
+            old = self._view.read_ring
+            self._handover_ring, self._handover_until = old, now + handover_s
+            view = RingView([owner_of(m) for m in members], self.replication, old)
+        self._view = view
         self.ring = self._view.read_ring
         self._addr = {m.node_id: (m.host, m.port) for m in members}
         self._dc_of = {m.node_id: m.dc for m in members}

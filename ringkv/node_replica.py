@@ -3,9 +3,9 @@
 A mixin of :class:`ringkv.node.Node`. These handlers answer other nodes' coordinators:
 they read or apply encoded version sets in the engine (a replica write is a merge operand,
 docs/decisions.md D20), refuse malformed ones before they reach it, answer a write only
-once it is durable, and hand writes for ranges this node gave up to
-:mod:`ringkv.moved_writes` (D23). Uses the node's ``engine``, ``counters`` and
-``moved_writes``.
+once it is durable, refuse reads once the node has left the ring (decommissioned), and
+hand writes for ranges this node gave up to :mod:`ringkv.moved_writes` (D23). Uses the
+node's ``engine``, ``counters``, ``moved_writes`` and ``left_ring``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,19 @@ from typing import Any
 
 from ringkv import node_ops as ops
 from ringkv import versions
-from ringkv.errors import InvalidRequest, RingkvError
+from ringkv.errors import InvalidRequest, RingkvError, Unavailable
 
 
 class ReplicaHandlers:
     """The RPC handlers a node serves to coordinators (mixin of Node)."""
 
     def _rpc_replica_get(self, body: dict) -> dict:
+        if self.left_ring:
+            # Decommissioned: our copy stopped getting writes when the new owners' views
+            # changed, but a coordinator that has not heard yet still reads here. Refused,
+            # its read asks another replica instead (docs/topology.md, "Handover").
+            raise Unavailable(1, 0, f"{self.node_id} has left the ring (decommissioned); "
+                                    "it serves no replica reads")
         self.counters["replica_get"] += 1
         return {"vs": self.engine.get(_skey(body))}
 

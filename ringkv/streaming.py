@@ -84,7 +84,8 @@ def replacements(owners: Sequence[Owner]) -> dict[str, str]:
 class RingView:
     """The read ring, the future ring and the pending replicas of one membership view."""
 
-    def __init__(self, owners: Iterable[Owner], replication: Mapping[str, int]) -> None:
+    def __init__(self, owners: Iterable[Owner], replication: Mapping[str, int],
+                 previous: Ring | None = None) -> None:
         self.owners = sorted(owners, key=lambda o: o.node_id)
         self.replaced = replacements(self.owners)
         replaced_by_normal = {old for old, new in self.replaced.items()
@@ -96,6 +97,16 @@ class RingView:
         self.read_ring = Ring(read, dict(replication))
         self.moving = {i.node_id for i in read} != {i.node_id for i in future}
         self.future_ring = Ring(future, dict(replication)) if self.moving else self.read_ring
+        # The read ring before the last move finished, while its handover lasts (see
+        # handover()); only its nodes still published normal can take writes.
+        self.previous_ring: Ring | None = None
+        self._handover_nodes: set[str] = set()
+        if previous is not None and members(previous) != members(self.read_ring):
+            normal = {o.node_id for o in self.owners if o.state == NORMAL}
+            self.previous_ring = previous
+            self._handover_nodes = {n.node_id for n in previous.nodes if n.node_id in normal}
+        if self._handover_nodes:
+            self.moving = True  # writes take the general path, with pending replicas
 
     def _state(self, node_id: str) -> str:
         for o in self.owners:
@@ -115,6 +126,21 @@ class RingView:
         current = self.read_ring.replicas(token)
         return [n for n in self.future_ring.replicas(token) if n not in current]
 
+    def handover(self, token: int) -> list[str]:
+        """Replicas of ``token`` in the previous read ring that are neither read nor
+        future replicas of it now, and still published normal (ring-walk order): the
+        nodes a finished join took the range from. While the handover lasts (the node
+        keeps ``previous`` for ``streaming.handover_s``), writes go to them too, as
+        pending replicas (W + P), because a coordinator that has not yet heard that the
+        join finished reads the old replica set."""
+        if not self._handover_nodes:
+            return []
+        assert self.previous_ring is not None
+        current, future = self.read_ring.replicas(token), self.future_ring.replicas(token)
+        nodes = self._handover_nodes
+        return [n for n in self.previous_ring.replicas(token)
+                if n in nodes and n not in current and n not in future]
+
     def forward_targets(self, token: int, me: str) -> list[str]:
         """Where ``me`` forwards a replica write of ``token`` it applied: empty when ``me``
         keeps the range (a future replica of it), the usual case.
@@ -132,6 +158,19 @@ class RingView:
         if me in current:
             return [n for n in future if n not in current]
         return current + [n for n in future if n not in current]
+
+
+def members(ring: Ring) -> frozenset[tuple[str, tuple[int, ...]]]:
+    """Who owns which tokens in ``ring``: equal for two rings that place every key alike."""
+    return frozenset((n.node_id, tuple(n.tokens)) for n in ring.nodes)
+
+
+def join_finished(old: RingView, new: RingView) -> bool:
+    """True when a node ``old`` saw joining is in ``new``'s read ring: a join (or a
+    replacement) finished between the two views. Learning of a node that was already
+    normal (a fresh cluster's nodes meeting) is not a move and returns False."""
+    joining = {o.node_id for o in old.owners if o.state == JOINING}
+    return bool(joining) and any(n.node_id in joining for n in new.read_ring.nodes)
 
 
 def moving(owners: Iterable[Owner], exclude: Iterable[str] = ()) -> list[tuple[str, str]]:

@@ -432,6 +432,7 @@ class TopologyManager:
             node._perform(m.remove_node(p.subject))
         elif p.op == "decommission":
             node._perform(m.set_state(REMOVED))
+            node.left_ring = True  # replica reads are refused from now on (node_replica.py)
             await self._wait_forgotten()
 
     async def _wait_forgotten(self) -> None:

@@ -67,8 +67,10 @@ class SimNode:
 class SimCluster:
     def __init__(self, loop: SimLoop, net: SimNetwork, root: str, n: int, rng: random.Random, *,
                  hints_mode: str = "sloppy", skew: float = 0.0, num_tokens: int = 8,
-                 disk_latency: tuple[float, float] = (0.001, 0.010)) -> None:
+                 disk_latency: tuple[float, float] = (0.001, 0.010),
+                 handover_s: float = StreamingConfig.handover_s) -> None:
         self.loop, self.net, self.rng = loop, net, rng
+        self.handover_s = handover_s
         self.disk_latency = disk_latency
         self.root, self.hints_mode, self.skew, self.num_tokens = root, hints_mode, skew, num_tokens
         hosts = [f"n{i + 1}" for i in range(n)]
@@ -88,7 +90,7 @@ class SimCluster:
                             num_tokens=self.num_tokens),
             cluster=ClusterConfig(request_timeout_ms=1000),
             storage=base.storage, hints=HintsConfig(mode=self.hints_mode),
-            repair=RepairConfig(interval_s=0.0), streaming=StreamingConfig(join=join))
+            repair=RepairConfig(interval_s=0.0), streaming=StreamingConfig(join=join, handover_s=self.handover_s))
         node_skew = self.rng.uniform(-self.skew, self.skew) if self.skew else 0.0
         s = SimNode(len(self.nodes), cfg, node_skew, self.rng.getrandbits(64))
         self.nodes.append(s)

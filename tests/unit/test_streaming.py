@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -103,6 +104,58 @@ def test_older_node_never_replaces_a_newer_one():
 
 
 # -- forwarding writes that land after a range moved (D23) ---------------------------------
+
+
+def test_a_finished_join_hands_over_to_the_nodes_it_took_ranges_from():
+    """After a join, writes also reach the old replicas of the ranges that moved, while
+    the handover lasts: a coordinator that still sees the join running reads them."""
+    base = owners(3)
+    during = st.RingView(base + [newcomer()], RF)
+    after = st.RingView(base + [newcomer(state="normal")], RF)
+    assert st.join_finished(during, after)
+    view = st.RingView(base + [newcomer(state="normal")], RF, previous=during.read_ring)
+    assert view.moving and view.previous_ring is during.read_ring
+    moved = 0
+    for k in keys():
+        t = token_for(k)
+        old, new = during.read_ring.replicas(t), view.read_ring.replicas(t)
+        assert view.pending(t) == []
+        assert view.handover(t) == [n for n in old if n not in new]
+        # a write acked by W + P of old + new replicas leaves a quorum in both sets
+        targets = new + view.handover(t)
+        req = st.with_pending(co.Requirement(2, ((tuple(new), 2),)), view.handover(t), {})
+        need = req.groups[0][1]
+        for acked in _subsets(targets, need):
+            assert len(set(acked) & set(old)) >= 2 and len(set(acked) & set(new)) >= 2
+        moved += bool(view.handover(t))
+    assert 0 < moved < len(keys())
+
+
+def _subsets(items: list[str], size: int) -> list[tuple[str, ...]]:
+    return list(itertools.combinations(items, size))
+
+
+def test_no_handover_without_a_finished_join():
+    base = owners(3)
+    # meeting nodes that were normal all along (a fresh cluster) is not a move
+    assert not st.join_finished(st.RingView(base[:1], RF), st.RingView(base, RF))
+    # a join starting is not one either: the joining node is pending, not handed over to
+    assert not st.join_finished(st.RingView(base, RF), st.RingView(base + [newcomer()], RF))
+    # the same ring as before hands over nothing
+    same = st.RingView(base, RF, previous=st.RingView(base, RF).read_ring)
+    assert not same.moving and same.previous_ring is None
+    assert all(same.handover(token_for(k)) == [] for k in keys(200))
+
+
+def test_handover_skips_nodes_no_longer_published_normal():
+    """A replaced node's ranges are not handed back to it: it is dead and removed."""
+    base = owners(3)
+    dead = base[2]
+    replacement = newcomer("n9", "normal", tokens=dead.tokens)
+    during = st.RingView(base + [newcomer("n9", "joining", tokens=dead.tokens)], RF)
+    after = st.RingView(base[:2] + [replacement], RF, previous=during.read_ring)
+    assert st.join_finished(during, after)
+    assert all(after.handover(token_for(k)) == [] for k in keys(300))
 
 
 def test_forward_targets_empty_for_every_replica_of_a_stable_ring():
