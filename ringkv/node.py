@@ -170,7 +170,8 @@ class Node(GossipShell, ReplicaHandlers):
         try:
             self.server = self._server_factory(self.handle, cfg.node.host, cfg.node.port,
                                                cfg.limits.max_frame_bytes, secret=self.secret,
-                                               ssl=self.tls_server)
+                                               ssl=self.tls_server,
+                                               max_connections=cfg.limits.max_connections)
             if isinstance(self.server, RpcServer):
                 self.server.eager = True  # see handle(): put/delete run without a Task
             await self.server.start()
@@ -616,7 +617,9 @@ class Node(GossipShell, ReplicaHandlers):
                 if self.ring.tokens else 0.0,
                 "tokens": len(self.ident.tokens) if self.ident else 0,
                 "alive": [n for n in sorted(self._addr) if self.alive(n)],
-                "counters": dict(self.counters, auth_refusals=getattr(self.server, "auth_refusals", 0)),
+                "counters": dict(self.counters, auth_refusals=getattr(self.server, "auth_refusals", 0),
+                                 rejected_connections=getattr(self.server, "rejected_connections", 0)),
+                "connections": getattr(self.server, "connections", 0),
                 "engine": stats, "authenticated": self.secret is not None,
                 "tls": self.tls_server is not None,
                 "started_ms": self.started_ms,

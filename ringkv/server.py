@@ -19,12 +19,14 @@ import signal
 import sys
 from typing import Any
 
-from ringkv.config import RingkvConfig
+from ringkv.config import LimitsConfig, RingkvConfig
 from ringkv.errors import Closed, RingkvError
 
 log = logging.getLogger("ringkv.server")
 SHUTDOWN_TIMEOUT = 20.0  # seconds allowed for closing HTTP, RPC and the engine
 LOW_OPEN_FILES = 4096  # an open-files limit under this is logged as a warning
+FILES_RESERVE = 512  # descriptors kept for the node's own files when fitting max_connections
+MIN_CONNECTIONS = 64  # max_connections is never lowered below this (a tiny limit warns anyway)
 
 
 def serve(config: RingkvConfig) -> None:
@@ -34,8 +36,33 @@ def serve(config: RingkvConfig) -> None:
     config.validate()
     _setup_logging()
     _tune_gc(config.node.gc_young_threshold)
-    raise_open_files_limit()
+    config = fit_connections(config, raise_open_files_limit())
     uvloop.run(_run(config))
+
+
+def fit_connections(config: RingkvConfig, open_files: int) -> RingkvConfig:
+    """``config`` with ``limits.max_connections`` lowered so that a full RPC port and a
+    full RESP port still leave ``FILES_RESERVE`` descriptors for the node's own files
+    (SSTables, commit-log segments, hint segments), as Redis lowers ``maxclients``.
+    Why: past the open-files limit a node cannot open its next table, and every port
+    would refuse connections without saying why."""
+    import dataclasses
+    import resource
+
+    wanted = config.limits.max_connections
+    if open_files == resource.RLIM_INFINITY:
+        return config
+    fits = max(MIN_CONNECTIONS, (open_files - FILES_RESERVE) // 2)
+    if wanted <= fits:
+        return config
+    # the default lowered is routine (a hard limit of 20,000 gives 9,744); a value the
+    # operator chose lowered is worth a warning
+    level = logging.INFO if wanted == LimitsConfig.max_connections else logging.WARNING
+    log.log(level, "limits.max_connections lowered from %d to %d per port to fit the open "
+            "files limit of %d (raise it: ulimit -Hn, systemd LimitNOFILE)", wanted, fits,
+            open_files)
+    return dataclasses.replace(config, limits=dataclasses.replace(config.limits,
+                                                                   max_connections=fits))
 
 
 def raise_open_files_limit() -> int:
@@ -129,7 +156,7 @@ async def _start_resp(node: Any, config: RingkvConfig) -> Any:
     from ringkv.resp_server import RespServer
 
     server = RespServer(node, config.node.host, port, config.limits, info=node.status,
-                        ssl=node.tls_server)
+                        ssl=node.tls_server, max_connections=config.limits.max_connections)
     try:
         await server.start()
     except OSError as exc:

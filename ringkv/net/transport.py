@@ -27,7 +27,10 @@ Contracts:
   such a handler ``asyncio.current_task()`` is None, so ``asyncio.timeout()`` and Task
   cancellation do not apply there: run code that needs them in its own task.
 - Bounded: each server connection has at most ``max_inflight`` requests being handled
-  (it stops reading past that) and stops reading while its write buffer is full.
+  (it stops reading past that) and stops reading while its write buffer is full; a
+  server holds at most ``max_connections`` connections, and answers one more with an
+  ``Overloaded`` error (request id 0, about the connection) and closes it. A client that
+  gets such an error fails the connection's calls with it.
 - Authenticated (``secret``, D32): with a cluster secret, a server connection serves no
   request until the client has passed the handshake of :mod:`ringkv.net.auth`, and a
   client connection is pooled only once the server has proved the secret too. Anything
@@ -49,7 +52,8 @@ from collections import deque
 from types import CoroutineType
 from typing import Any, Awaitable, Callable, Union
 
-from ringkv.errors import AuthenticationFailed, Closed, RingkvError, Timeout, Unavailable, from_wire
+from ringkv.errors import (AuthenticationFailed, Closed, Overloaded, RingkvError, Timeout, Unavailable,
+                           from_wire)
 
 
 async def _probe() -> None:
@@ -73,6 +77,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict, str], Union[dict, Awaitable[dict]]]
 DEFAULT_MAX_INFLIGHT = 4096
+DEFAULT_MAX_CONNECTIONS = 10_000  # as limits.max_connections
 _NEVER = float("inf")
 _Future = asyncio.Future
 _SWEEP_EVERY = 0.25  # seconds: how long answered requests' deadline entries may linger
@@ -147,7 +152,14 @@ class _ServerProtocol(asyncio.Protocol):
         self.transport = self.out.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.server._conns.add(self)
+        server = self.server
+        if len(server._conns) >= server.max_connections:
+            server.note_rejected(self.peer)
+            self._fail(Overloaded(f"too many connections: this node holds at most "
+                                  f"{server.max_connections} (limits.max_connections)"),
+                       quiet=True)
+            return
+        server._conns.add(self)
         if not self.authed:
             self.nonce = secrets.token_bytes(auth.NONCE_BYTES)
             self.handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_expired)
@@ -338,7 +350,8 @@ class RpcServer:
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = frames.DEFAULT_MAX_FRAME_BYTES, *,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT, eager: bool = False,
-                 secret: bytes | None = None, ssl: _ssl.SSLContext | None = None) -> None:
+                 secret: bytes | None = None, ssl: _ssl.SSLContext | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.handler = handler
         self.ssl = ssl
         self.secret = auth.check_secret(secret, "secret") if secret is not None else None
@@ -346,11 +359,29 @@ class RpcServer:
         self.host, self.port = host, port
         self.max_frame_bytes = max_frame_bytes
         self.max_inflight = max_inflight
+        self.max_connections = max_connections
+        self.rejected_connections = 0  # connections refused past max_connections, in all
+        self._rejections_logged_at = -_NEVER
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_ServerProtocol] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.auth_refusals = 0  # connections refused for the secret (D32), in all
         self._refusals_logged: dict[str, tuple[float, int]] = {}  # host -> (next log time, unlogged)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._conns)
+
+    def note_rejected(self, peer: str) -> None:
+        """Count a connection refused past ``max_connections``; logged once a minute."""
+        self.rejected_connections += 1
+        now = self._loop.time() if self._loop is not None else 0.0
+        if now - self._rejections_logged_at >= AUTH_LOG_EVERY_S:
+            self._rejections_logged_at = now
+            log.warning("refused rpc connection from %s: %d connections open, the most "
+                        "limits.max_connections allows (%d refused in all)", peer,
+                        len(self._conns), self.rejected_connections)
 
     def note_refusal(self, host: str, exc: AuthenticationFailed) -> None:
         """Count a refused connection; log it unless ``host`` was logged in the last minute."""
@@ -413,6 +444,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.failure: RingkvError = _unreachable(f"connection to {peer} lost")  # why, once lost
         self.answered = False  # any bytes from the peer yet (see connection_lost)
         # Request timeouts without a timer per request: per distinct timeout, the
         # (deadline, rid, method) of each request in send order (so deadlines ascend),
@@ -446,6 +478,9 @@ class _ClientProtocol(asyncio.Protocol):
         for kind, rid, _code, body in messages:
             fut = pending.pop(rid, None)
             if fut is None or fut.done():
+                if rid == 0 and kind == ERROR:  # about the connection (the server closes it)
+                    self._fail_all(_error_from_body(body))
+                    return
                 continue  # timed out or cancelled meanwhile
             if kind == OK:
                 fut.set_result(body)
@@ -458,6 +493,7 @@ class _ClientProtocol(asyncio.Protocol):
     def _fail_all(self, exc: RingkvError) -> None:
         if not self.lost:
             self.lost = True
+            self.failure = exc
             if self.transport is not None:
                 self.transport.close()
         pending, self.pending = self.pending, {}
@@ -474,6 +510,9 @@ class _ClientProtocol(asyncio.Protocol):
         rid = next(self.ids)
         frame = self.encoder.request(rid, method, body)
         fut = self.loop.create_future()
+        if self.lost:  # e.g. refused with its first bytes, before the caller got to send
+            fut.set_exception(self.failure)
+            return rid, fut
         self.pending[rid] = fut
         self.out.add(frame)
         return rid, fut

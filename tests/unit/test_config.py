@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,19 @@ def test_configuration_doc_is_generated_from_the_tree():
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert doc.strip() == render_markdown().strip(), \
         "docs/configuration.md is stale: run `python -m ringkv.config > docs/configuration.md`"
+
+
+def test_max_connections_is_lowered_to_fit_the_open_files_limit(caplog):
+    from ringkv.server import FILES_RESERVE, MIN_CONNECTIONS, fit_connections
+
+    cfg = RingkvConfig()
+    assert fit_connections(cfg, 1 << 20) is cfg  # plenty: unchanged
+    fitted = fit_connections(cfg, 4096)
+    assert fitted.limits.max_connections == (4096 - FILES_RESERVE) // 2
+    assert fitted.limits.max_frame_bytes == cfg.limits.max_frame_bytes  # nothing else moves
+    assert fit_connections(cfg, 300).limits.max_connections == MIN_CONNECTIONS
+    chosen = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits,
+                                                                 max_connections=50_000))
+    with caplog.at_level(logging.INFO, logger="ringkv.server"):
+        fit_connections(chosen, 20_000)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]  # the operator's choice

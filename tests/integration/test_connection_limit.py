@@ -1,0 +1,83 @@
+"""A node holds at most ``limits.max_connections`` connections on its RPC port and on its
+RESP port: one more gets a typed error and is closed, the node keeps serving, and a slot
+that frees up takes a new connection. Before the cap, nothing bounded the RPC port, so
+enough idle connections used up the node's descriptors and then its flushes failed
+(docs/decisions.md D37). Real node processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from ringkv import testing
+from ringkv.errors import Overloaded
+from ringkv.net.transport import RpcClient
+
+LIMIT = 8
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with testing.cluster.start(1, tmp_path_factory.mktemp("connlimit"),
+                               config={"limits": {"max_connections": LIMIT}}) as c:
+        yield c
+
+
+def _fill(host: str, port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection((host, port), timeout=5) for _ in range(count)]
+
+
+def _connections(node) -> int:
+    return node.http_json("/status")["connections"]
+
+
+def _wait(cond, what: str) -> None:
+    testing.cluster.wait_until(cond, time.monotonic() + 10.0, what)
+
+
+def _rejected(cluster) -> int:
+    return cluster.nodes[0].http_json("/status")["counters"]["rejected_connections"]
+
+
+def test_one_rpc_connection_too_many_gets_overloaded_and_the_node_serves_on(cluster):
+    node = cluster.nodes[0]
+
+    async def call() -> dict:
+        async with RpcClient() as rpc:
+            return await rpc.call(node.host, node.port, "put", {"key": b"k", "value": b"v"}, 5.0)
+
+    _wait(lambda: _connections(node) == 0, "the readiness probes' connections closed")
+    held = _fill(node.host, node.port, LIMIT)
+    try:
+        _wait(lambda: _connections(node) == LIMIT, "every held connection accepted")
+        before = _rejected(cluster)
+        with pytest.raises(Overloaded, match="too many connections.*limits.max_connections"):
+            asyncio.run(call())
+        assert _rejected(cluster) == before + 1
+        held.pop().close()  # a slot frees up
+        _wait(lambda: _connections(node) < LIMIT, "the closed connection released")
+        assert "context" in asyncio.run(call())
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_one_resp_connection_too_many_is_refused_like_redis(cluster):
+    node = cluster.nodes[0]
+    held = _fill(node.host, node.resp_port, LIMIT)
+    try:
+        for s in held:  # each of them is served
+            s.sendall(b"PING\r\n")
+            assert s.recv(64) == b"+PONG\r\n"
+        extra = socket.create_connection((node.host, node.resp_port), timeout=5)
+        with extra:
+            assert extra.recv(128).startswith(b"-ERR max number of clients reached")
+            assert extra.recv(128) == b""  # closed
+        held[0].sendall(b"PING\r\n")
+        assert held[0].recv(64) == b"+PONG\r\n"
+    finally:
+        for s in held:
+            s.close()
