@@ -465,6 +465,27 @@ def repair(address: str | None, range_text: str | None, timeout: float) -> None:
     run_repair(address or lc.default_address(), range_text, timeout, say)
 
 
+# ---------------------------------------------------------------- snapshots
+
+
+@cli.command()
+@host_option
+@click.option("--name", help="Name of the snapshot to take (default: the UTC time).")
+@click.option("--all", "every", is_flag=True, help="On every node of the ring, with one name.")
+@click.option("--list", "listing", is_flag=True, help="List the snapshots instead.")
+@click.option("--clear", metavar="NAME", help="Delete the snapshot NAME instead.")
+@friendly_errors
+def snapshot(address: str | None, name: str | None, every: bool, listing: bool,
+             clear: str | None) -> None:
+    """Snapshot a node's data (hard links, no copy) for backup; see docs/operations.md."""
+    from ringkv.snapshot_cli import run
+
+    if sum(map(bool, (name, listing, clear))) > 1:
+        fail("use one of --name, --list, --clear", EXIT_USAGE)
+    if run(address or lc.default_address(), every, name, listing, clear, say):
+        sys.exit(EXIT_FAILED)
+
+
 # ---------------------------------------------------------------- deterministic simulation
 
 

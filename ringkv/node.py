@@ -59,6 +59,7 @@ from ringkv.net import auth, tls
 from ringkv.net.transport import COROUTINE_TYPES, RpcClient, RpcServer
 from ringkv.repair import Repairer
 from ringkv.ring import Ring, token_for
+from ringkv.snapshots import Snapshots
 from ringkv.streaming import RingView
 from ringkv.topology import TopologyManager
 
@@ -143,6 +144,8 @@ class Node(GossipShell, ReplicaHandlers):
         self._handlers.update(self.repairer.handlers())
         self.topology = TopologyManager(self)  # join/replace/decommission/removenode (ringkv/topology.py)
         self._handlers.update(self.topology.handlers())
+        self.snapshots = Snapshots(self)  # ringkv snapshot (ringkv/snapshots.py)
+        self._handlers.update(self.snapshots.handlers())
         self._view = RingView([], self.replication)  # read ring + pending replicas (ringkv/streaming.py)
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,7 +162,8 @@ class Node(GossipShell, ReplicaHandlers):
         self.ident = load_or_create(cfg.node)
         self.node_id, self.dc = self.ident.node_id, self.ident.dc
         # dots of this run start above the floor of this start's incarnation (D19)
-        self._dot_floor = incarnation.dot_floor(incarnation.begin(cfg.node.data_dir))
+        self._dot_floor = incarnation.dot_floor(incarnation.begin(cfg.node.data_dir,
+                                                                      self.clock.now()))
         self._restored = peer_store.load(cfg.node.data_dir, self.fs)  # the view before a restart
         grace = cfg.storage.gc_grace_seconds
         self.engine = self.repairer.track(Engine.open(  # every write noted for the kept Merkle trees

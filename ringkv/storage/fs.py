@@ -97,6 +97,11 @@ class OsFileSystem:
     def rename(self, src: str, dst: str) -> None:
         os.replace(src, dst)
 
+    def link(self, src: str, dst: str) -> int:
+        """Hard-link ``src`` as ``dst`` (same file system); the file's size."""
+        os.link(src, dst)
+        return os.stat(dst).st_size
+
     def free_bytes(self, path: str) -> int:
         """Bytes an unprivileged writer may still use on ``path``'s file system."""
         st = os.statvfs(path)

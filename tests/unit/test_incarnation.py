@@ -3,6 +3,8 @@ above that number's floor, so a copy lost in a crash can never be minted again."
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ringkv import incarnation, versions
@@ -15,7 +17,22 @@ from ringkv.testing.cluster import free_port
 def test_each_start_gets_a_new_number(tmp_path):
     assert [incarnation.begin(tmp_path) for _ in range(3)] == [0, 1, 2]
     assert incarnation.read(tmp_path / incarnation.FILE_NAME) == 3
-    assert incarnation.dot_floor(0) == 0 and incarnation.dot_floor(2) == 2 << 40
+    assert incarnation.dot_floor(0) == 0 and incarnation.dot_floor(2) == 2 << 32
+
+
+def test_a_restart_takes_at_least_the_clock_seconds(tmp_path):
+    """So a data directory wound back to an old snapshot starts above its lost original."""
+    now = incarnation.CLOCK_EPOCH + 600_000.5  # 600,000 seconds after the epoch
+    assert incarnation.begin(tmp_path, now) == 0  # a fresh directory: the first start is 0
+    assert incarnation.begin(tmp_path, now) == 600_000
+    assert incarnation.begin(tmp_path, now) == 600_001  # a second restart that second
+    backup = (tmp_path / incarnation.FILE_NAME).read_text()
+    for _ in range(3):
+        incarnation.begin(tmp_path, now + 60)  # the original lives on, restarting
+    (tmp_path / incarnation.FILE_NAME).write_text(backup)  # ... then is restored from backup
+    assert incarnation.begin(tmp_path, now + 120) == 600_120  # above the original's 600,062
+    assert incarnation.clock_incarnation(0.0) == 0
+    assert incarnation.dot_floor(incarnation.clock_incarnation(3.8e9)) < versions.MAX_COUNTER
 
 
 def test_damaged_file_is_a_config_error(tmp_path):
@@ -70,6 +87,14 @@ async def test_a_restarted_node_mints_above_its_floor(tmp_path):
     first = await _dot_of_put(str(tmp_path), b"k", b"v1")
     assert first == ("n1", 1)  # a node that never restarted mints 1, 2, 3, ...
     second = await _dot_of_put(str(tmp_path), b"k", b"v2")
-    assert second[0] == "n1" and second[1] == incarnation.dot_floor(1) + 1
+    second_start = _last_incarnation(tmp_path)  # at least the clock's seconds since 2025
+    assert second_start >= incarnation.clock_incarnation(time.time()) - 60
+    assert second[0] == "n1" and second[1] == incarnation.dot_floor(second_start) + 1
     third = await _dot_of_put(str(tmp_path), b"other", b"v3")
-    assert third[1] == incarnation.dot_floor(2) + 1
+    assert _last_incarnation(tmp_path) > second_start
+    assert third[1] == incarnation.dot_floor(_last_incarnation(tmp_path)) + 1
+
+
+def _last_incarnation(data_dir) -> int:
+    """The incarnation of the node's last start (the file holds the next one)."""
+    return incarnation.read(data_dir / incarnation.FILE_NAME) - 1

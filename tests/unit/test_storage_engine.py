@@ -499,3 +499,36 @@ def test_zlib_compression(tmp_path):
         assert e.stats()["sstable_bytes"] < 1000 * 100
         assert e.get(b"k0500") == b"value" * 20
 
+
+
+def test_checkpoint_opens_as_an_engine_with_every_write_before_it(tmp_path):
+    """Hard links on the real file system; later writes, compactions and the source's
+    deletion of its tables leave the checkpoint as it was."""
+    with open_engine(tmp_path / "db") as e:
+        for i in range(600):  # several flushes: many tables
+            e.put(b"k%04d" % i, b"v%d" % i)
+        e.delete(b"k0007")
+        held = e.checkpoint(str(tmp_path / "snap"))
+        assert held["tables"] >= 1 and held["bytes"] > 0
+        e.put(b"k0001", b"later")
+        e.compact()  # the source's tables are replaced and unlinked
+        with pytest.raises(InvalidRequest, match="exists already"):
+            e.checkpoint(str(tmp_path / "snap"))
+    with open_engine(tmp_path / "snap") as snap:
+        assert snap.get(b"k0001") == b"v1" and snap.get(b"k0007") is None
+        assert sum(1 for _ in snap.scan()) == 599
+        snap.put(b"k0001", b"restored")  # a checkpoint is a working engine
+    with open_engine(tmp_path / "snap") as snap:
+        assert snap.get(b"k0001") == b"restored"
+
+
+def test_checkpoint_copies_where_the_file_system_has_no_links():
+    from ringkv.testing.fs import MemFileSystem
+
+    fs = MemFileSystem()
+    with Engine.open("/db", SMALL, fs=fs) as e:
+        for i in range(300):
+            e.put(b"k%04d" % i, b"v%d" % i)
+        e.checkpoint("/snap")
+    with Engine.open("/snap", SMALL, fs=fs) as snap:
+        assert sum(1 for _ in snap.scan()) == 300
