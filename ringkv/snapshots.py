@@ -8,7 +8,7 @@ saying what it holds. Hard links cost no space until compaction replaces the tab
 share. To restore, stop the node and start it on a copy of the snapshot directory
 (docs/operations.md, "Snapshots, backup and restore"); a restored directory is wound
 back in time, which the incarnation rule covers (ringkv/incarnation.py: a restart takes
-at least the clock's minutes, so no dot is minted twice), and ``ringkv repair`` brings
+at least the clock's seconds since 2025, so no dot is minted twice), and ``ringkv repair`` brings
 back the writes since.
 
 Invariants: a snapshot directory appears whole or not at all (built under a temporary

@@ -90,7 +90,8 @@ class SimCluster:
                             num_tokens=self.num_tokens),
             cluster=ClusterConfig(request_timeout_ms=1000),
             storage=base.storage, hints=HintsConfig(mode=self.hints_mode),
-            repair=RepairConfig(interval_s=0.0), streaming=StreamingConfig(join=join, handover_s=self.handover_s))
+            repair=RepairConfig(interval_s=0.0),
+            streaming=StreamingConfig(join=join, handover_s=self.handover_s))
         node_skew = self.rng.uniform(-self.skew, self.skew) if self.skew else 0.0
         s = SimNode(len(self.nodes), cfg, node_skew, self.rng.getrandbits(64))
         self.nodes.append(s)

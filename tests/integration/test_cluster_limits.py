@@ -81,16 +81,17 @@ async def test_malformed_frames_close_the_connection_and_the_node_stays_up(clust
 
 
 # Every RPC method a node serves, but the two that change membership when their body is
-# valid (decommission, removenode) and "repair", which starts a background job.
+# valid (decommission, removenode), "repair", which starts a background job, and
+# "snapshot", which flushes and writes a snapshot directory whenever a body has no name.
 _FUZZED_METHODS = [
     "get", "put", "delete", "replica_get", "replica_put", "replica_put_batch", "hint_put",
     "gossip", "merkle_open", "merkle_level", "merkle_keys", "merkle_root", "merkle_close",
     "repair_get", "repair_put", "repair_status", "stream_range", "stream_apply", "streams",
-    "ring", "status", "ping",
+    "ring", "status", "ping", "snapshots", "snapshot_clear",
 ]
 _FIELDS = ("key value context w r ttl skey vs items target forwarded kind body from members "
            "sid start end depth level step nodes skeys root count id after limit_bytes want "
-           "origin entry proof nonce full buckets node_id").split()
+           "origin entry proof nonce full buckets node_id name").split()
 
 
 def _random_value(rng: random.Random, depth: int = 0):
