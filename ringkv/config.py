@@ -236,7 +236,7 @@ class SecurityConfig:
     """Who may use a node's ports, and how they are encrypted (``ringkv.net.auth``,
     ``ringkv.net.tls``; docs/operations.md, "Security")."""
 
-    secret_file: str = ""  # file holding the cluster secret, at least 16 bytes (e.g. made with `openssl rand -hex 32 > FILE`, mode 600); when set, every connection to the RPC port, from peers and clients alike, must prove it knows the secret before any request; "" = no authentication. The HTTP and RESP ports are not covered: bind them to a private address
+    secret_file: str = ""  # file holding the cluster secret, at least 16 bytes (e.g. made with `openssl rand -hex 32 > FILE`, mode 600); when set, every connection to the RPC port, from peers and clients alike, must prove it knows the secret before any request, every HTTP request must carry it (Authorization: Bearer), and every RESP connection must AUTH with it; "" = no authentication
     tls_cert_file: str = ""  # PEM certificate (chain) this node presents; with tls_key_file and tls_ca_file set, the RPC, HTTP and RESP ports serve TLS only and peers are dialed with TLS (docs/decisions.md D33); "" = plaintext
     tls_key_file: str = ""  # PEM private key of tls_cert_file
     tls_ca_file: str = ""  # PEM CA bundle the peers' certificates (and clients' ones, when they present one) are checked against

@@ -10,9 +10,12 @@ The API is documented in docs/http.md; in short:
 - ``PUT /kv/<key>[?w=LEVEL&ttl=S]``, body = the raw value, ``X-Ringkv-Context`` = the
   context of the read it supersedes -> 200 ``{"context"}``.
 - ``DELETE /kv/<key>[?w=LEVEL]`` with ``X-Ringkv-Context`` -> 200 ``{}``.
-- Errors: JSON ``{"error": code, "message", "fields"}``; 400 InvalidRequest, 413
-  TooLarge, 429 Overloaded, 503 Unavailable/Closed, 504 Timeout, 507 StorageFull, 500
-  otherwise.
+- Errors: JSON ``{"error": code, "message", "fields"}``; 400 InvalidRequest, 401
+  AuthenticationFailed, 413 TooLarge, 429 Overloaded, 503 Unavailable/Closed, 504
+  Timeout, 507 StorageFull, 500 otherwise.
+- With a cluster secret (``security.secret_file``, D41) every request needs
+  ``Authorization: Bearer <secret>``; without it, or with another one, 401 and
+  ``WWW-Authenticate: Bearer realm="ringkv"``.
 
 The key is the URL path after ``/kv/``, percent-decoded to bytes (any byte is allowed).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 from functools import partial
 from typing import Any, Awaitable, Callable
@@ -32,7 +36,8 @@ from ringkv import metrics
 from ringkv.errors import InvalidRequest, RingkvError, TooLarge
 
 CONTEXT_HEADER = "X-Ringkv-Context"
-_STATUS = {"InvalidRequest": 400, "ProtocolError": 400, "TooLarge": 413, "Overloaded": 429,
+_STATUS = {"InvalidRequest": 400, "ProtocolError": 400, "AuthenticationFailed": 401,
+           "TooLarge": 413, "Overloaded": 429,
            "Unavailable": 503, "Closed": 503, "Timeout": 504, "StorageFull": 507}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,8 +50,10 @@ def b64(data: bytes) -> str:
 def make_app(node: Any) -> web.Application:
     """The aiohttp application serving ``node``."""
     limits = node.limits
+    secret = getattr(node, "secret", None)
+    middlewares = [_errors] if secret is None else [_errors, _authenticated(secret)]
     app = web.Application(client_max_size=limits.max_value_bytes + 64 * 1024,
-                          middlewares=[_errors])
+                          middlewares=middlewares)
     registry = metrics.registry_for(node)
     app.router.add_route("GET", "/kv/{key:.+}", partial(_get, node))
     app.router.add_route("PUT", "/kv/{key:.+}", partial(_put, node))
@@ -74,6 +81,24 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except RingkvError as exc:
         return _json({"error": type(exc).__name__, "message": str(exc), "fields": exc.fields()},
                      status=_STATUS.get(type(exc).__name__, 500))
+
+
+def _authenticated(secret: bytes) -> Any:
+    """A middleware refusing requests that do not carry ``secret`` as their bearer token."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), secret):
+            return await handler(request)
+        why = ("wrong cluster secret in the Authorization header" if token else
+               "this node requires the cluster secret: send 'Authorization: Bearer <secret>'")
+        response = _json({"error": "AuthenticationFailed",
+                          "message": f"authentication failed: {why}", "fields": {}}, status=401)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ringkv"'
+        return response
+
+    return middleware
 
 
 async def _get(node: Any, request: web.Request) -> web.StreamResponse:

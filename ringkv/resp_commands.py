@@ -55,10 +55,11 @@ class Session:
     """Per-connection state."""
 
     __slots__ = ("id", "name", "read_level", "write_level", "closing", "peer", "proto", "nil",
-                 "nil_array")
+                 "nil_array", "authed")
 
     def __init__(self, conn_id: int, peer: str = "") -> None:
         self.id, self.peer = conn_id, peer
+        self.authed = True  # False until AUTH when the server has a password (resp_server)
         self.name = b""
         self.read_level: str | None = None  # None = the node's default
         self.write_level: str | None = None
@@ -202,9 +203,7 @@ class Commands:
             return resp.error("NOPROTO sorry, this protocol version is not supported")
         for i, word in enumerate(args[2:], 2):
             if word.upper() == b"SETNAME" and i + 1 < len(args):
-                s.name = args[i + 1]
-            elif word.upper() == b"AUTH":
-                raise InvalidRequest("AUTH is not supported by ringkv")
+                s.name = args[i + 1]  # (HELLO's AUTH user pass is the server's: resp_server)
         if len(args) > 1:
             s.set_proto(int(args[1]))
         return resp.encode_map({"server": "redis", "version": "7.0.0", "proto": s.proto,

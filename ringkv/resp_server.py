@@ -25,6 +25,10 @@ Contracts:
   error (``-UNAVAILABLE``, ``-TIMEOUT``, ``-TOOLARGE``, ...); bytes that are not RESP (or
   are past :class:`~ringkv.net.resp.RespLimits`) get ``-ERR Protocol error: ...`` after the
   replies to the commands before them, then that connection alone is closed.
+- Authenticated (``password``, the cluster secret, D41): a connection's commands other
+  than AUTH, HELLO ... AUTH and QUIT get ``-NOAUTH`` until ``AUTH [default] <password>``
+  (or ``HELLO <proto> AUTH default <password>``) succeeds; a wrong one gets
+  ``-WRONGPASS``, as Redis's ``requirepass`` does.
 - Bounded: at most ``max_connections`` connections (more are refused with an error), at
   most ``max_pending`` commands queued per connection (it stops reading past that), at most
   ``max_group`` commands in flight per connection, and no reading while its write buffer is
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import itertools
 import logging
 from collections import deque
@@ -76,8 +81,9 @@ class RespServer:
     def __init__(self, ops: KvOps, host: str = "127.0.0.1", port: int = 6380,
                  limits: LimitsConfig = LimitsConfig(), info: Callable[[], dict] | None = None,
                  *, max_connections: int = 10_000, max_pending: int = 4096,
-                 max_group: int = 256, ssl: Any = None) -> None:
+                 max_group: int = 256, ssl: Any = None, password: bytes | None = None) -> None:
         self.host, self.port = host, port
+        self.password = password  # AUTH's password (the cluster secret); None = none needed
         self.ssl = ssl  # a server SSLContext: serve RESP over TLS (D33)
         self.resp_limits = RespLimits.from_config(limits)
         self.max_connections, self.max_pending, self.max_group = max_connections, max_pending, max_group
@@ -174,6 +180,7 @@ class _RespConnection(asyncio.Protocol):
             transport.close()
             return
         self.server._conns.add(self)
+        self.session.authed = self.server.password is None
         stats["connected_clients"] = len(self.server._conns)
         stats["total_connections_received"] += 1
 
@@ -221,10 +228,16 @@ class _RespConnection(asyncio.Protocol):
         stats["total_commands_processed"] += len(cmds)
         cmds_table = self.commands
         lookup, get_spec, set_spec = cmds_table.lookup, cmds_table.get_spec, cmds_table.set_spec
+        password = self.server.password
         for args in cmds:
+            if password is not None:
+                gate = _auth_gate(password, session, args)
+                if gate is not None:
+                    steps.append(gate)
+                    continue
             spec = lookup(args[0])
             if spec is None:
-                steps.append(_unknown(args))
+                steps.append(_NO_PASSWORD if args[0].upper() == b"AUTH" else _unknown(args))
             elif (spec.arity > 0 and len(args) != spec.arity) or len(args) < -spec.arity:
                 steps.append(resp.error(f"ERR wrong number of arguments for "
                                         f"'{spec.name}' command"))
@@ -430,6 +443,47 @@ def _conflicts(call: _Call, reads: set[bytes], writes: set[bytes]) -> bool:
     if writes and any(k in writes for k in call.reads):
         return True
     return any(k in writes or k in reads for k in call.writes)
+
+
+_NOAUTH = resp.error("NOAUTH Authentication required.")
+_NO_PASSWORD = resp.error("ERR AUTH <password> called without any password configured for the "
+                          "default user. Are you sure your configuration is correct?")
+_WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
+
+
+def _auth_gate(password: bytes, session: Session, args: Command) -> bytes | None:
+    """With a password: the reply to ``args`` if the gate answers it (AUTH, or anything
+    before a successful AUTH but QUIT and HELLO ... AUTH), None to run it as usual."""
+    name = args[0].upper()
+    if name == b"AUTH":
+        if len(args) not in (2, 3):
+            return resp.error("ERR wrong number of arguments for 'auth' command")
+        if _credentials_ok(password, args[1:]):
+            session.authed = True
+            return resp.OK
+        return _WRONGPASS
+    if session.authed or name == b"QUIT":
+        return None
+    if name == b"HELLO":
+        words = [a.upper() for a in args]
+        if b"AUTH" in words:
+            i = words.index(b"AUTH")
+            if i + 2 < len(args) and _credentials_ok(password, args[i + 1:i + 3]):
+                session.authed = True
+                return None  # HELLO itself runs now (it skips the AUTH words)
+            return _WRONGPASS
+        return resp.error("NOAUTH HELLO must be called with the client already authenticated, "
+                          "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                          "authenticate the client and select the RESP protocol version at the "
+                          "same time")
+    return _NOAUTH
+
+
+def _credentials_ok(password: bytes, creds: list[bytes]) -> bool:
+    """``[password]`` or ``[user, password]`` (user ``default``, as Redis's single user)."""
+    if len(creds) == 2 and creds[0] != b"default":
+        return False
+    return hmac.compare_digest(bytes(creds[-1]), password)
 
 
 def _run_sync(spec: Spec, session: Session, args: Command) -> bytes:

@@ -156,7 +156,8 @@ async def _start_resp(node: Any, config: RingkvConfig) -> Any:
     from ringkv.resp_server import RespServer
 
     server = RespServer(node, config.node.host, port, config.limits, info=node.status,
-                        ssl=node.tls_server, max_connections=config.limits.max_connections)
+                        ssl=node.tls_server, max_connections=config.limits.max_connections,
+                        password=node.secret)
     try:
         await server.start()
     except OSError as exc:

@@ -112,3 +112,44 @@ def test_a_node_with_another_secret_does_not_get_in(secured, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_http_and_resp_ports_need_the_secret_too(secured):
+    """D41: the secret covers every port, not only RPC."""
+    import urllib.error
+    import urllib.request
+
+    import redis
+
+    directory, env, base, root = secured
+    url = f"http://127.0.0.1:{base + 1000}"
+    bearer = {"Authorization": "Bearer " + SECRET.decode()}
+    for headers in ({}, {"Authorization": "Bearer not-the-secret"}):
+        req = urllib.request.Request(f"{url}/kv/http-k", data=b"x", method="PUT", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code == 401
+        assert refused.value.headers["WWW-Authenticate"].startswith("Bearer")
+        assert b"AuthenticationFailed" in refused.value.read()
+    req = urllib.request.Request(f"{url}/kv/http-k", data=b"x", method="PUT", headers=bearer)
+    assert urllib.request.urlopen(req, timeout=5).status == 200
+    req = urllib.request.Request(f"{url}/status", headers=bearer)
+    assert urllib.request.urlopen(req, timeout=5).status == 200
+
+    resp_port = base + 2000
+    anonymous = redis.Redis(port=resp_port, socket_timeout=5)
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.get("http-k")
+    finally:
+        anonymous.close()
+    wrong = redis.Redis(port=resp_port, password="not-the-secret", socket_timeout=5)
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            wrong.get("http-k")
+    finally:
+        wrong.close()
+    with redis.Redis(port=resp_port, password=SECRET.decode(), socket_timeout=5) as good:
+        assert good.get("http-k") == b"x"
+        assert good.set("resp-k", "y") is True
+    assert check(run("get", "resp-k", env=env), directory).stdout == "y\n"

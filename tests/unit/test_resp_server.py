@@ -281,3 +281,49 @@ async def test_stop_with_commands_in_flight(ops):
     await asyncio.sleep(0.02)
     await asyncio.wait_for(srv.stop(), 5)
     assert await reader.read() == b""
+
+
+PASSWORD = b"0123456789abcdef-resp"
+
+
+@pytest.fixture
+async def locked(ops):
+    srv = RespServer(ops, "127.0.0.1", 0, LIMITS, dict, password=PASSWORD)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_a_password_is_asked_for_as_redis_requirepass_does(locked, protocol):
+    """redis-py's password= (AUTH, or HELLO 3 AUTH) gets in; nothing else does."""
+    good = aredis.Redis(port=locked.port, protocol=protocol, password=PASSWORD.decode(),
+                        socket_timeout=5)
+    try:
+        assert await good.set("k", "v") is True and await good.get("k") == b"v"
+    finally:
+        await good.aclose()
+    for password in (None, "wrong"):
+        bad = aredis.Redis(port=locked.port, protocol=protocol, password=password,
+                           socket_timeout=5)
+        try:
+            with pytest.raises(Exception, match="(?i)auth|invalid username-password"):
+                await bad.get("k")
+        finally:
+            await bad.aclose()
+
+
+async def test_commands_before_auth_get_noauth_and_auth_opens_the_connection(locked):
+    out = await raw(locked, b"PING\r\nGET k\r\nAUTH nope\r\nAUTH other " + PASSWORD + b"\r\n"
+                    b"AUTH default " + PASSWORD + b"\r\nPING\r\n")
+    assert out == (b"-NOAUTH Authentication required.\r\n" * 2
+                   + b"-WRONGPASS invalid username-password pair or user is disabled.\r\n" * 2
+                   + b"+OK\r\n+PONG\r\n")
+    assert (await raw(locked, b"HELLO 3\r\n")).startswith(b"-NOAUTH HELLO must be called")
+    assert await raw(locked, b"QUIT\r\n", expect_close=True) == b"+OK\r\n"
+
+
+async def test_auth_without_a_password_configured_says_so(server):
+    out = await raw(server, b"AUTH secret\r\nPING\r\n")
+    assert out.startswith(b"-ERR AUTH <password> called without any password configured")
+    assert out.endswith(b"+PONG\r\n")
