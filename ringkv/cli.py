@@ -582,7 +582,7 @@ def status(address: str | None, as_json: bool) -> None:
         if pending:
             console.print(f"Hints held by {holder}: " + ", ".join(
                 f"{target}={count}" for target, count in sorted(pending.items())))
-    for line in (view.storage_line(), view.security_line()):
+    for line in (view.handover_line(), view.storage_line(), view.security_line()):
         if line:
             console.print(line)
 

@@ -75,6 +75,17 @@ class ClusterView:
             told = f"the {len(known)} of {len(self.nodes)} nodes that answered"
         return f"Security: {'; '.join(parts)} ({told})"
 
+    def handover_line(self) -> str | None:
+        """Which nodes that answered still send writes of the ranges a finished join
+        moved to their previous replicas too (D39), and for how long; None if none."""
+        left = {nid: float(st.get("handover_s") or 0.0) for nid, st in self.statuses.items()
+                if st is not None}
+        on = sorted(nid for nid, s in left.items() if s > 0)
+        if not on:
+            return None
+        return (f"Handover after a join: {', '.join(on)} also write the moved ranges to "
+                f"their previous replicas (W + P), {max(left.values()):.0f}s more at most")
+
     def storage_line(self) -> str | None:
         """Which nodes that answered refuse writes because their disk is nearly full
         (storage.min_free_bytes, D36) or keep failing to flush (D37), else the least free

@@ -481,6 +481,12 @@ class Node(GossipShell, ReplicaHandlers):
 
     # ------------------------------------------------------------------ coordination steps
 
+    def _handover_left(self) -> float:
+        """Seconds the handover after a finished join still lasts here (0: none)."""
+        if self._handover_ring is None:
+            return 0.0
+        return round(max(0.0, self._handover_until - self.clock.monotonic()), 1)
+
     def _pending(self, token: int) -> list[str]:
         """The pending replicas a write of ``token`` also goes to (W + P): future owners
         while a range moves, and for ``streaming.handover_s`` after a join finished the
@@ -627,6 +633,7 @@ class Node(GossipShell, ReplicaHandlers):
                 "engine": stats, "authenticated": self.secret is not None,
                 "tls": self.tls_server is not None,
                 "started_ms": self.started_ms,
+                "handover_s": self._handover_left(), "left_ring": self.left_ring,
                 "hints": self.handoff.status(), "streaming": self.topology.summary(),
                 "repair_trees": self.repairer.store.view()}
 

@@ -89,6 +89,7 @@ def _scenario(handover_s: float) -> tuple[list[bytes], dict]:
         reply = await client.call(reader, PORT, "get", {"key": key, "r": "QUORUM"}, 5.0)
         out.extend(reply.get("values") or [])
         seen["reader_view_joining"] = by_name[reader].node.membership.state_of("n4") == "joining"
+        seen["handover_s"] = n4.node.status()["handover_s"]  # what `ringkv status` shows
 
     try:
         loop.run_until_complete(main())
@@ -102,6 +103,7 @@ def test_a_late_coordinator_reads_a_write_acked_right_after_a_join() -> None:
     values, seen = _scenario(handover_s=30.0)
     assert seen["reader_view_joining"], "the reader heard of the finish: the test tests nothing"
     assert values == [b"new"], seen
+    assert 0 < seen["handover_s"] <= 30.0
 
 
 def test_without_the_handover_the_same_read_misses() -> None:
@@ -109,6 +111,7 @@ def test_without_the_handover_the_same_read_misses() -> None:
     values, seen = _scenario(handover_s=0.0)
     assert seen["reader_view_joining"]
     assert values == [], seen
+    assert seen["handover_s"] == 0
 
 
 def _leave_scenario() -> tuple[list[bytes], dict]:

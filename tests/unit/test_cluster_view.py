@@ -71,3 +71,14 @@ def test_storage_line_names_a_node_whose_flushes_fail():
     view = ClusterView("127.0.0.1:7400", _reply("n1", "n2"), {"n1": _engine(5 << 30), "n2": failing})
     assert view.storage_line() == ("Storage: n2 cannot flush (3 attempts, last: OSError: "
                                    "[Errno 24] Too many open files)")
+
+
+def test_handover_line_names_the_nodes_still_writing_to_the_old_replicas():
+    view = ClusterView("127.0.0.1:7400", _reply("n1", "n2", "n3"),
+                       {"n1": dict(_status(False, False), handover_s=12.4),
+                        "n2": dict(_status(False, False), handover_s=0.0),
+                        "n3": dict(_status(False, False), handover_s=27.9)})
+    assert view.handover_line() == ("Handover after a join: n1, n3 also write the moved ranges "
+                                    "to their previous replicas (W + P), 28s more at most")
+    quiet = ClusterView("127.0.0.1:7400", _reply("n1"), {"n1": _status(False, False)})
+    assert quiet.handover_line() is None
