@@ -33,6 +33,7 @@ import asyncio
 import random
 import shutil
 import tempfile
+from typing import Awaitable, Callable
 
 from ringkv import streaming as st
 from ringkv.ring import token_for
@@ -43,15 +44,24 @@ from ringkv.sim.trace import Trace
 from tests.regress.test_moved_range_writes import REPLICA_WRITES, HoldingNetwork, _until
 
 
+def _run(main: Callable[[SimLoop, str], Awaitable[None]]) -> None:
+    """Run ``main(loop, root)`` on a virtual-time loop in a temporary directory."""
+    loop = SimLoop()
+    root = tempfile.mkdtemp(prefix="ringkv-regress-")
+    try:
+        loop.run_until_complete(main(loop, root))
+    finally:
+        loop.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _scenario(handover_s: float) -> tuple[list[bytes], dict]:
     """The value a late coordinator reads at QUORUM right after n4's QUORUM write, and
     what the scenario saw on the way."""
-    loop = SimLoop()
-    root = tempfile.mkdtemp(prefix="ringkv-regress-")
     seen: dict = {}
     out: list[bytes] = []
 
-    async def main() -> None:
+    async def main(loop: SimLoop, root: str) -> None:
         net = HoldingNetwork(loop, random.Random(11), Trace())
         cluster = SimCluster(loop, net, root, 3, random.Random(12), hints_mode="strict",
                              handover_s=handover_s)
@@ -91,11 +101,7 @@ def _scenario(handover_s: float) -> tuple[list[bytes], dict]:
         seen["reader_view_joining"] = by_name[reader].node.membership.state_of("n4") == "joining"
         seen["handover_s"] = n4.node.status()["handover_s"]  # what `ringkv status` shows
 
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
-        shutil.rmtree(root, ignore_errors=True)
+    _run(main)
     return out, seen
 
 
@@ -117,12 +123,10 @@ def test_without_the_handover_the_same_read_misses() -> None:
 def _leave_scenario() -> tuple[list[bytes], dict]:
     """A decommission's end, the same way: n4 leaves a 4-node cluster; a coordinator
     that has not heard that it finished reads a key from itself and n4."""
-    loop = SimLoop()
-    root = tempfile.mkdtemp(prefix="ringkv-regress-")
     seen: dict = {}
     out: list[bytes] = []
 
-    async def main() -> None:
+    async def main(loop: SimLoop, root: str) -> None:
         net = HoldingNetwork(loop, random.Random(21), Trace())
         cluster = SimCluster(loop, net, root, 4, random.Random(22), hints_mode="strict")
         await cluster.start_all()
@@ -160,11 +164,7 @@ def _leave_scenario() -> tuple[list[bytes], dict]:
         out.extend(reply.get("values") or [])
         seen["reader_view_leaving"] = by_name[reader].node.membership.state_of("n4") == "leaving"
 
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
-        shutil.rmtree(root, ignore_errors=True)
+    _run(main)
     return out, seen
 
 
