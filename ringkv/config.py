@@ -74,7 +74,7 @@ class LimitsConfig:
     max_value_bytes: int = 1 * MiB  # largest value a client may write
     max_frame_bytes: int = 16 * MiB  # largest wire frame accepted (client and internode)
     max_siblings: int = 64  # a key with more live siblings refuses further blind writes (Overloaded)
-    max_connections: int = 10_000  # connections the RPC port and the RESP port each hold at once; more are refused (Overloaded; RESP: max number of clients); lowered at start to fit the open-files limit
+    max_connections: int = 10_000  # connections the RPC, HTTP and RESP ports each hold at once; more are refused (Overloaded; HTTP 503; RESP: max number of clients); lowered at start to fit the open-files limit
 
     def validate(self) -> None:
         _positive("limits.max_key_bytes", self.max_key_bytes)

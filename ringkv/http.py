@@ -18,10 +18,13 @@ The API is documented in docs/http.md; in short:
   ``WWW-Authenticate: Bearer realm="ringkv"``.
 
 The key is the URL path after ``/kv/``, percent-decoded to bytes (any byte is allowed).
+The port holds at most ``limits.max_connections`` connections; one more gets a 503 with
+an ``Overloaded`` body and is closed (:class:`_CappedSite`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -65,13 +68,64 @@ def make_app(node: Any) -> web.Application:
     return app
 
 
-async def start_http(node: Any, host: str, port: int, ssl_context: Any = None) -> web.AppRunner:
-    """Serve the API on host:port (HTTPS with ``ssl_context``); returns the runner
+async def start_http(node: Any, host: str, port: int, ssl_context: Any = None,
+                     max_connections: int = 10_000) -> web.AppRunner:
+    """Serve the API on host:port (HTTPS with ``ssl_context``), holding at most
+    ``max_connections`` connections (limits.max_connections); returns the runner
     (``await runner.cleanup()`` to stop)."""
     runner = web.AppRunner(make_app(node), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
+    await _CappedSite(runner, host, port, max_connections, node.counters, reuse_address=True,
+                      ssl_context=ssl_context).start()
     return runner
+
+
+_FULL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+
+
+class _CappedSite(web.TCPSite):
+    """aiohttp's TCP site with a bound on open connections: one more is answered 503
+    (Overloaded) and closed, as the RPC and RESP ports do (aiohttp has no such bound)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, max_connections: int,
+                 counters: dict, **kw: Any) -> None:
+        super().__init__(runner, host, port, **kw)
+        self._max_connections, self._counters = max_connections, counters
+
+    async def start(self) -> None:  # TCPSite.start, with a factory that counts
+        await web.BaseSite.start(self)
+        handlers = self._runner.server
+        assert handlers is not None
+        body = json.dumps({"error": "Overloaded", "fields": {},
+                           "message": f"overloaded: too many connections: this node holds at "
+                                      f"most {self._max_connections} (limits.max_connections)"
+                           }).encode()
+        refusal = _FULL % (len(body), body)
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(handlers.connections) >= self._max_connections:
+                self._counters["http_rejected_connections"] = \
+                    self._counters.get("http_rejected_connections", 0) + 1
+                return _Refuse(refusal)
+            return handlers()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+class _Refuse(asyncio.Protocol):
+    """Writes one canned response and closes (for a connection over the bound)."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.response)  # type: ignore[attr-defined]
+        transport.close()
 
 
 @web.middleware

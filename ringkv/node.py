@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 EMPTY_CONTEXT = versions.encode_context({})
 _EAGER_METHODS = frozenset(("put", "delete"))  # coroutines the RPC server drives without a Task
 COUNTERS = ("get", "put", "delete", "forwarded", "replica_get", "replica_put", "read_repairs",
-            "unavailable", "timeouts", "errors", "gossip_in", "gossip_out") + MOVED_COUNTERS
+            "unavailable", "timeouts", "errors", "gossip_in", "gossip_out",
+            "http_rejected_connections") + MOVED_COUNTERS
 
 
 class Node(GossipShell, ReplicaHandlers):

@@ -27,6 +27,7 @@ SHUTDOWN_TIMEOUT = 20.0  # seconds allowed for closing HTTP, RPC and the engine
 LOW_OPEN_FILES = 4096  # an open-files limit under this is logged as a warning
 FILES_RESERVE = 512  # descriptors kept for the node's own files when fitting max_connections
 MIN_CONNECTIONS = 64  # max_connections is never lowered below this (a tiny limit warns anyway)
+PORTS = 3  # RPC, HTTP and RESP each hold up to max_connections
 
 
 def serve(config: RingkvConfig) -> None:
@@ -41,8 +42,8 @@ def serve(config: RingkvConfig) -> None:
 
 
 def fit_connections(config: RingkvConfig, open_files: int) -> RingkvConfig:
-    """``config`` with ``limits.max_connections`` lowered so that a full RPC port and a
-    full RESP port still leave ``FILES_RESERVE`` descriptors for the node's own files
+    """``config`` with ``limits.max_connections`` lowered so that full RPC, HTTP and RESP
+    ports still leave ``FILES_RESERVE`` descriptors for the node's own files
     (SSTables, commit-log segments, hint segments), as Redis lowers ``maxclients``.
     Why: past the open-files limit a node cannot open its next table, and every port
     would refuse connections without saying why."""
@@ -52,10 +53,10 @@ def fit_connections(config: RingkvConfig, open_files: int) -> RingkvConfig:
     wanted = config.limits.max_connections
     if open_files == resource.RLIM_INFINITY:
         return config
-    fits = max(MIN_CONNECTIONS, (open_files - FILES_RESERVE) // 2)
+    fits = max(MIN_CONNECTIONS, (open_files - FILES_RESERVE) // PORTS)
     if wanted <= fits:
         return config
-    # the default lowered is routine (a hard limit of 20,000 gives 9,744); a value the
+    # the default lowered is routine (a hard limit of 20,000 gives 6,496); a value the
     # operator chose lowered is worth a warning
     level = logging.INFO if wanted == LimitsConfig.max_connections else logging.WARNING
     log.log(level, "limits.max_connections lowered from %d to %d per port to fit the open "
@@ -120,7 +121,7 @@ async def _run(config: RingkvConfig) -> None:
     try:
         try:
             http = await start_http(node, config.node.host, config.node.effective_http_port(),
-                                    node.tls_server)
+                                    node.tls_server, config.limits.max_connections)
         except OSError as exc:
             raise Closed(f"cannot listen for HTTP on {config.node.host}:"
                          f"{config.node.effective_http_port()}: {exc.strerror or exc}") from None

@@ -1,5 +1,5 @@
-"""A node holds at most ``limits.max_connections`` connections on its RPC port and on its
-RESP port: one more gets a typed error and is closed, the node keeps serving, and a slot
+"""A node holds at most ``limits.max_connections`` connections on each of its RPC, RESP and
+HTTP ports: one more gets a typed error and is closed, the node keeps serving, and a slot
 that frees up takes a new connection. Before the cap, nothing bounded the RPC port, so
 enough idle connections used up the node's descriptors and then its flushes failed
 (docs/decisions.md D37). Real node processes on loopback."""
@@ -81,3 +81,27 @@ def test_one_resp_connection_too_many_is_refused_like_redis(cluster):
     finally:
         for s in held:
             s.close()
+
+
+def test_one_http_connection_too_many_gets_503_overloaded(cluster):
+    node = cluster.nodes[0]
+    held = _fill(node.host, node.http_port, LIMIT)
+    try:
+        for s in held:  # keep-alive connections, each served
+            s.sendall(b"GET /ring HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+        extra = socket.create_connection((node.host, node.http_port), timeout=5)
+        with extra:
+            reply = b""
+            while chunk := extra.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 503") and b'"error": "Overloaded"' in reply
+    finally:
+        for s in held:
+            s.close()
+    _wait(lambda: _status_counter(node, "http_rejected_connections") >= 1,
+          "the refusal counted")
+
+
+def _status_counter(node, name: str) -> int:
+    return node.http_json("/status")["counters"].get(name, 0)

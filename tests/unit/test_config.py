@@ -80,12 +80,12 @@ def test_configuration_doc_is_generated_from_the_tree():
 
 
 def test_max_connections_is_lowered_to_fit_the_open_files_limit(caplog):
-    from ringkv.server import FILES_RESERVE, MIN_CONNECTIONS, fit_connections
+    from ringkv.server import FILES_RESERVE, MIN_CONNECTIONS, PORTS, fit_connections
 
     cfg = RingkvConfig()
     assert fit_connections(cfg, 1 << 20) is cfg  # plenty: unchanged
     fitted = fit_connections(cfg, 4096)
-    assert fitted.limits.max_connections == (4096 - FILES_RESERVE) // 2
+    assert fitted.limits.max_connections == (4096 - FILES_RESERVE) // PORTS
     assert fitted.limits.max_frame_bytes == cfg.limits.max_frame_bytes  # nothing else moves
     assert fit_connections(cfg, 300).limits.max_connections == MIN_CONNECTIONS
     chosen = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits,
