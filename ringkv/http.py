@@ -93,7 +93,9 @@ class _CappedSite(web.TCPSite):
         super().__init__(runner, host, port, **kw)
         self._max_connections, self._counters = max_connections, counters
 
-    async def start(self) -> None:  # TCPSite.start, with a factory that counts
+    async def start(self) -> None:
+        # TCPSite.start with a factory that counts; it reads TCPSite's private fields, as
+        # the aiohttp pinned in pyproject.toml (3.14) has them (test_connection_limit.py)
         await web.BaseSite.start(self)
         handlers = self._runner.server
         assert handlers is not None
