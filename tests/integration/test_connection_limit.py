@@ -7,8 +7,10 @@ enough idle connections used up the node's descriptors and then its flushes fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
+from typing import Iterator
 
 import pytest
 
@@ -26,8 +28,15 @@ def cluster(tmp_path_factory):
         yield c
 
 
-def _fill(host: str, port: int, count: int) -> list[socket.socket]:
-    return [socket.create_connection((host, port), timeout=5) for _ in range(count)]
+@contextlib.contextmanager
+def _holding(host: str, port: int, count: int = LIMIT) -> Iterator[list[socket.socket]]:
+    """``count`` open connections to ``port``, closed on the way out."""
+    held = [socket.create_connection((host, port), timeout=5) for _ in range(count)]
+    try:
+        yield held
+    finally:
+        for s in held:
+            s.close()
 
 
 def _connections(node) -> int:
@@ -50,25 +59,20 @@ def test_one_rpc_connection_too_many_gets_overloaded_and_the_node_serves_on(clus
             return await rpc.call(node.host, node.port, "put", {"key": b"k", "value": b"v"}, 5.0)
 
     _wait(lambda: _connections(node) == 0, "the readiness probes' connections closed")
-    held = _fill(node.host, node.port, LIMIT)
-    try:
+    with _holding(node.host, node.port) as held:
         _wait(lambda: _connections(node) == LIMIT, "every held connection accepted")
         before = _rejected(cluster)
         with pytest.raises(Overloaded, match="too many connections.*limits.max_connections"):
             asyncio.run(call())
         assert _rejected(cluster) == before + 1
-        held.pop().close()  # a slot frees up
+        held[-1].close()  # a slot frees up
         _wait(lambda: _connections(node) < LIMIT, "the closed connection released")
         assert "context" in asyncio.run(call())
-    finally:
-        for s in held:
-            s.close()
 
 
 def test_one_resp_connection_too_many_is_refused_like_redis(cluster):
     node = cluster.nodes[0]
-    held = _fill(node.host, node.resp_port, LIMIT)
-    try:
+    with _holding(node.host, node.resp_port) as held:
         for s in held:  # each of them is served
             s.sendall(b"PING\r\n")
             assert s.recv(64) == b"+PONG\r\n"
@@ -78,15 +82,11 @@ def test_one_resp_connection_too_many_is_refused_like_redis(cluster):
             assert extra.recv(128) == b""  # closed
         held[0].sendall(b"PING\r\n")
         assert held[0].recv(64) == b"+PONG\r\n"
-    finally:
-        for s in held:
-            s.close()
 
 
 def test_one_http_connection_too_many_gets_503_overloaded(cluster):
     node = cluster.nodes[0]
-    held = _fill(node.host, node.http_port, LIMIT)
-    try:
+    with _holding(node.host, node.http_port) as held:
         for s in held:  # keep-alive connections, each served
             s.sendall(b"GET /ring HTTP/1.1\r\nHost: x\r\n\r\n")
             assert s.recv(64).startswith(b"HTTP/1.1 200")
@@ -96,9 +96,6 @@ def test_one_http_connection_too_many_gets_503_overloaded(cluster):
             while chunk := extra.recv(4096):
                 reply += chunk
         assert reply.startswith(b"HTTP/1.1 503") and b'"error": "Overloaded"' in reply
-    finally:
-        for s in held:
-            s.close()
     _wait(lambda: _status_counter(node, "http_rejected_connections") >= 1,
           "the refusal counted")
 
