@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ringkv.atomic_write import write_atomic
+from ringkv.atomic_write import sync_dir, write_atomic
 from ringkv.errors import InvalidRequest
 from ringkv.identity import FILE_NAME as IDENTITY_FILE
 from ringkv.incarnation import FILE_NAME as INCARNATION_FILE
@@ -84,7 +84,7 @@ class Snapshots:
                     "seconds": round(time.monotonic() - started, 3)}
             write_atomic(building / INFO_FILE, json.dumps(info, indent=2) + "\n")
             os.replace(building, dest)
-            _sync_dir(self.root)
+            sync_dir(self.root)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
@@ -127,14 +127,6 @@ def _info(d: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["Snapshots", "DIR_NAME", "INFO_FILE"]

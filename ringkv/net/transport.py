@@ -444,7 +444,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self.failure: RingkvError = _unreachable(f"connection to {peer} lost")  # why, once lost
+        self.failure: RingkvError | None = None  # why, once lost (_fail_all sets both)
         self.answered = False  # any bytes from the peer yet (see connection_lost)
         # Request timeouts without a timer per request: per distinct timeout, the
         # (deadline, rid, method) of each request in send order (so deadlines ascend),
@@ -511,7 +511,7 @@ class _ClientProtocol(asyncio.Protocol):
         frame = self.encoder.request(rid, method, body)
         fut = self.loop.create_future()
         if self.lost:  # e.g. refused with its first bytes, before the caller got to send
-            fut.set_exception(self.failure)
+            fut.set_exception(self.failure or _unreachable(f"connection to {self.peer} lost"))
             return rid, fut
         self.pending[rid] = fut
         self.out.add(frame)
