@@ -27,6 +27,17 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
   commit covering every waiter so far, and periodic/off write-outs re-arm themselves.
 
+A full disk (ENOSPC or EDQUOT from a segment ``write``) does not stop the log (D42): the
+part-written bytes are cut off again (``truncate``), the group's records go back to the
+front of the pending list and the log is *stalled*: the syncer thread retries every
+``STALL_RETRY_S``, and once a write fits every record is logged and its waiters complete
+as usual. Nothing appended is dropped, so nothing acknowledged is lost and nothing is
+acknowledged before it is durable; a waiter just waits (a node's request timeout bounds
+it), and a blocking writer gives up with ``LogStalled`` after ``STALL_WAIT_S`` (its record
+still waits in memory). No new segment fitting is the same: the log stays on the current
+one and tries again at the next write-out. A failed fsync, or any other write error, stays
+fatal (sticky): after it the file's state is unknown.
+
 Invariants: records reach a segment in sequence order; ``synced_seq`` only grows and every
 record with seq <= ``synced_seq`` is durable; a segment is deleted only when its highest
 seq is covered by a flushed SSTable (``release_upto``). Lock order: ``_sync_mutex`` before
@@ -36,6 +47,7 @@ the engine lock, never the reverse.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import threading
@@ -52,6 +64,15 @@ log = logging.getLogger(__name__)
 
 WRITE_OUT_BYTES = 1 << 20  # unsynced modes: a writer flushes to the OS past this much pending
 GATHER_YIELDS = 16  # batch mode: most GIL yields a leader makes while writers keep appending
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: the log stalls (D42)
+STALL_RETRY_S = 0.5  # stalled: how often the syncer tries the write again
+STALL_WAIT_S = 10.0  # stalled: how long a blocking writer waits before LogStalled
+
+
+class LogStalled(Exception):
+    """A blocking writer's record is still not logged after ``STALL_WAIT_S``: the disk is
+    full. The record waits in memory and is logged once there is room (the engine turns
+    this into StorageFull saying so)."""
 
 
 class CommitLogWriter:
@@ -77,6 +98,10 @@ class CommitLogWriter:
         self._roll_requested = False
         self._closed_segments: list[tuple[int, int]] = []  # (segment id, max seq)
         self._error: BaseException | None = None
+        self._stalled = False  # a write-out found the disk full; its records wait (D42)
+        self.stalls = 0  # write-outs and segment rolls that found the disk full
+        self._roll_failing = False  # the last segment roll found no room (logged once)
+        self.on_stall: Any = None  # called (no arguments) at each stall: the engine's guard
         self._waiters: list[tuple[int, Any, Any]] = []  # (seq, loop, future) for aput
         self._waiters_lock = threading.Lock()
         self._kick_loops: set[Any] = set()  # loops with a _kick scheduled (guarded by _waiters_lock)
@@ -139,6 +164,7 @@ class CommitLogWriter:
         if self.synced_seq >= seq:
             return
         cond = self._sync_cond
+        stalled_since = None
         with cond:
             self._in_wait += 1
             try:
@@ -147,6 +173,16 @@ class CommitLogWriter:
                     if self._syncing:
                         cond.wait()
                         continue
+                    if self._stalled:  # wait a retry interval, then retry (bounded)
+                        now = time.monotonic()
+                        if stalled_since is None:
+                            stalled_since = now
+                        elif now - stalled_since >= STALL_WAIT_S:
+                            raise LogStalled(f"record {seq} not logged after {STALL_WAIT_S:g} s: "
+                                             "the disk is full")
+                        cond.wait(STALL_RETRY_S)
+                        if self.synced_seq >= seq or self._syncing:
+                            continue
                     self._syncing = True
                     others = self._in_wait > 1
                     cond.release()
@@ -236,7 +272,7 @@ class CommitLogWriter:
         thread to fdatasync it; ``_native_done`` completes the waiters. A segment roll
         (fsyncs and a new file) or a sync running elsewhere would block the loop: the
         Python thread takes that round (it completes every loop's waiters)."""
-        if (self._roll_requested or self._file.size >= self._segment_bytes
+        if (self._roll_requested or self._file.size >= self._segment_bytes or self._stalled
                 or not self._sync_mutex.acquire(blocking=False)):
             if not self._wake.is_set():
                 self._wake.set()
@@ -335,6 +371,11 @@ class CommitLogWriter:
             self._sync_cond.notify_all()
 
     @property
+    def stalled(self) -> bool:
+        """True while records wait in memory for room on the disk (D42)."""
+        return self._stalled
+
+    @property
     def fsync_thread(self) -> str:
         """Which thread syncs the event loop's writes: "native" (D30) or "python"."""
         return "native" if self._native is not None else "python"
@@ -360,9 +401,21 @@ class CommitLogWriter:
                 if roll:
                     self._roll_requested = False
             if chunks:
-                self._file.write(b"".join(chunks))
-                self._seg_max_seq = last
-                self.written_seq = last
+                size = self._file.size
+                try:
+                    self._file.write(b"".join(chunks))
+                except OSError as e:
+                    if e.errno not in SPACE_ERRNOS:
+                        raise
+                    self._stall(chunks, size, roll, e)  # raises if it cannot cut the file back
+                    last, roll = self.written_seq, False  # sync what was written before, no more
+                else:
+                    self._seg_max_seq = last
+                    self.written_seq = last
+                    if self._stalled:
+                        self._stalled = False
+                        log.warning("commit log: room on the disk again, the waiting records "
+                                    "are logged")
             if fsync and self.synced_seq < last:
                 self._file.sync()
                 with self.lock:  # the native loop's _native_done updates these too
@@ -371,7 +424,7 @@ class CommitLogWriter:
                         self.writes_synced += last - self.synced_seq
                         self.synced_seq = last
             if (roll or (may_roll and self._file.size >= self._segment_bytes)) \
-                    and self._seg_max_seq > self._seg_start:
+                    and self._seg_max_seq > self._seg_start and not self._stalled:
                 self._roll()
         except BaseException as e:  # an fsync failure leaves the file state unknown
             if self._error is None:
@@ -381,12 +434,46 @@ class CommitLogWriter:
                 raise Closed(f"commit log write failed: {e}") from e
             raise
 
+    def _stall(self, chunks: list[bytes], size: int, roll: bool, exc: OSError) -> None:
+        """A write-out found the disk full: cut off what part of it reached the file, put
+        its records back in front of the pending ones, and stall (module doc, D42)."""
+        truncate = getattr(self._file, "truncate", None)
+        if truncate is None:
+            raise exc
+        truncate(size)  # an error here: the file's end is unknown, the caller makes it sticky
+        with self.lock:
+            self._pending[:0] = chunks
+            self._pending_bytes += sum(map(len, chunks))
+            if roll:
+                self._roll_requested = True
+        self.stalls += 1
+        if not self._stalled:
+            self._stalled = True
+            log.warning("commit log: %s; its records wait in memory, unacknowledged, until a "
+                        "write fits (retried every %.1f s)", exc, STALL_RETRY_S)
+        if self.on_stall is not None:
+            self.on_stall()
+
     def _roll(self) -> None:
         if self._mode != "off":
             self._file.sync()
-        old = self._file
-        self._closed_segments.append((self._segment_id, self._seg_max_seq))
-        self._open_segment(self._segment_id + 1)
+        old, old_id, old_max = self._file, self._segment_id, self._seg_max_seq
+        try:
+            self._open_segment(self._segment_id + 1)
+        except OSError as e:  # no room for a new segment: stay on this one, try again later
+            if e.errno not in SPACE_ERRNOS:
+                raise
+            self._roll_requested = True
+            self.stalls += 1
+            if not self._roll_failing:  # once, not at every write-out that tries again
+                self._roll_failing = True
+                log.warning("commit log: no room for a new segment (%s); writing on to "
+                            "segment %d until there is", e, old_id)
+            if self.on_stall is not None:
+                self.on_stall()
+            return
+        self._roll_failing = False
+        self._closed_segments.append((old_id, old_max))
         if self._native is not None:  # no sync of the old file runs once this returns;
             self._native.set_fd(self._file.fileno())  # the old one is synced above
         old.close()
@@ -395,10 +482,18 @@ class CommitLogWriter:
         path = os.path.join(self._dir, fmt.segment_name(segment_id))
         f = self._fs.open_write(path)
         head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 0, segment_id)
-        f.write(head + crc32c(head).to_bytes(4, "little"))
-        if self._mode != "off":
-            f.sync()
-            self._fs.sync_dir(self._dir)
+        try:
+            f.write(head + crc32c(head).to_bytes(4, "little"))
+            if self._mode != "off":
+                f.sync()
+                self._fs.sync_dir(self._dir)
+        except BaseException:  # leave no segment without a whole header behind
+            f.close()
+            try:
+                self._fs.remove(path)
+            except OSError:
+                pass
+            raise
         self._file, self._segment_id = f, segment_id
         self._seg_start = self._seg_max_seq = self.written_seq
 
@@ -406,13 +501,13 @@ class CommitLogWriter:
         """Background thread: async batch waiters, periodic fsync, unsynced write-out."""
         timeout = None if self._mode == "batch" else self._period
         while not self._stop:
-            self._wake.wait(timeout)
+            self._wake.wait(STALL_RETRY_S if self._stalled and timeout is None else timeout)
             self._wake.clear()
             if self._stop:
                 break
             if self._mode == "batch":
                 waiting = len(self._waiters)
-                if not waiting:
+                if not waiting and not self._stalled:
                     continue
                 # under load, let more writes join this group: start at most one group
                 # commit per window (counted from the end of the last one), so they share
@@ -438,11 +533,15 @@ class CommitLogWriter:
         self._resolve_waiters(self._error, loop)
 
     def _sync_inline(self) -> None:
-        """Scheduler mode: one group commit covering every waiter so far."""
+        """Scheduler mode: one group commit covering every waiter so far (stalled: again
+        after ``STALL_RETRY_S``)."""
         self._sync_deferred = False
         if self._stop:
             return
         self._sync_round()
+        if self._stalled and not self._sync_deferred:
+            self._sync_deferred = True
+            self._scheduler.defer("sync", self._sync_inline, STALL_RETRY_S)
 
     def _periodic_inline(self) -> None:
         if not self._stop:

@@ -30,7 +30,7 @@ from ringkv.storage import manifest
 from ringkv.storage.background import Background
 from ringkv.storage.block_cache import BlockCache, capacity_for
 from ringkv.storage.bloom import key_hash
-from ringkv.storage.commitlog_writer import CommitLogWriter
+from ringkv.storage.commitlog_writer import CommitLogWriter, LogStalled
 from ringkv.storage.compaction import merge_sources
 from ringkv.storage.entry import MergeFn, PurgeFn, combine, is_final, visible
 from ringkv.storage.memtable import ENTRY_OVERHEAD, Memtable, snapshot_items
@@ -120,6 +120,7 @@ class Engine:
             fs.unlock(self._dir_lock)
             raise
         self._log_append = self._log.append
+        self._log.on_stall = self._on_log_stall
         self._closed = False
         self._bg.start()
 
@@ -153,7 +154,10 @@ class Engine:
             if mem.size >= self._mem_limit:
                 self._switch_locked()
         if self._batch:
-            self._log.wait_synced(seq)  # type: ignore[union-attr]
+            try:
+                self._log.wait_synced(seq)  # type: ignore[union-attr]
+            except LogStalled:
+                raise self._stalled_error() from None
         else:
             self._log.maybe_write_out()  # type: ignore[union-attr]
         if len(self._view[1]) > self._cfg.max_pending_flushes:
@@ -191,11 +195,26 @@ class Engine:
 
     def _after_write(self, seq: int) -> None:
         if self._batch:
-            self._log.wait_synced(seq)  # type: ignore[union-attr]
+            try:
+                self._log.wait_synced(seq)  # type: ignore[union-attr]
+            except LogStalled:
+                raise self._stalled_error() from None
         else:
             self._log.maybe_write_out()  # type: ignore[union-attr]
         if len(self._view[1]) > self._cfg.max_pending_flushes:
             self._bg.wait_for_room()
+
+    def _on_log_stall(self) -> None:
+        """The commit log found the disk full between two readings of the free space (D42):
+        read it again at the next write, so the guard refuses writes until there is room."""
+        self._space_left = 0
+
+    def _stalled_error(self) -> StorageFull:
+        free = self._free_now()
+        return StorageFull(self._path, -1 if free is None else free, self._min_free, detail=(
+            "the disk filled before this write reached the commit log: it waits in memory, "
+            "readable but not durable, and is logged once there is room (lost if the node "
+            "stops first)"))
 
     def _check_space(self) -> None:
         """Read the free space of the data directory's file system; raise StorageFull
@@ -501,6 +520,8 @@ class Engine:
             "last_seq": self._seq, "flushed_seq": self._state.flushed_seq,
             "free_bytes": self._free_now(), "min_free_bytes": self._min_free,
             "storage_full": self._refusing, "writes_refused": self._refused,
+            "commitlog_stalled": log.stalled if log else False,
+            "commitlog_stalls": log.stalls if log else 0,
         }
 
     # -- asyncio ---------------------------------------------------------------------------

@@ -37,6 +37,13 @@ class WritableFile:
             view = view[n:]
         self.size += len(data)
 
+    def truncate(self, size: int) -> None:
+        """Cut the file back to ``size`` bytes and write on from there: undoes a write that
+        failed part-way (ENOSPC after a short write), so no torn record is left behind."""
+        os.ftruncate(self._fd, size)
+        os.lseek(self._fd, size, os.SEEK_SET)
+        self.size = size
+
     def sync(self) -> None:
         """Make everything written so far durable (fdatasync: data and the size change,
         which is all an append needs; cheaper than a full fsync)."""

@@ -7,6 +7,8 @@ the way POSIX promises it, no better: a file's bytes survive a crash only up to 
 more mutating calls every mutating call raises ``OSError(EIO)``, so the engine stops
 mid-flush, mid-compaction or mid-group-commit; ``crash()`` then throws away everything not
 durable and unfreezes, ready for a fresh ``Engine.open`` on the same object.
+``capacity`` sets what ``free_bytes`` reports; with ``enforce_capacity`` a write past it
+writes what fits and fails with ENOSPC, as a full disk does (D42).
 """
 
 from __future__ import annotations
@@ -34,8 +36,19 @@ class MemWritableFile:
 
     def write(self, data: bytes) -> None:
         self._fs._mutate(self._epoch)
+        if self._fs.enforce_capacity:  # a full disk: what fits is written, then ENOSPC
+            room = self._fs.free_bytes(self.path)
+            if len(data) > room:
+                self._node.data += data[:max(room, 0)]
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)", self.path)
         self._node.data += data
         self.size += len(data)
+
+    def truncate(self, size: int) -> None:
+        self._fs._mutate(self._epoch)
+        del self._node.data[size:]
+        self._node.synced = min(self._node.synced, size)
+        self.size = size
 
     def sync(self) -> None:
         self._fs._mutate(self._epoch)
@@ -68,6 +81,9 @@ class MemFileSystem:
         self._lock = threading.Lock()
         self._budget: Optional[int] = None
         self.capacity = 1 << 50  # bytes: free_bytes() is this minus the live files' size
+        # True: a write past capacity writes what fits and fails with ENOSPC, as a full
+        # disk does (False: capacity only sets what free_bytes() reports)
+        self.enforce_capacity = False
         # a test's fault: open_write of a path this accepts fails with refuse_errno
         # (default EMFILE: no descriptors left), as long as it is set
         self.refuse_open: Optional[Callable[[str], bool]] = None

@@ -133,3 +133,59 @@ async def test_a_node_that_cannot_replay_its_commit_log_says_so_and_loses_nothin
     finally:
         cluster.close()
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+async def test_a_disk_filled_by_another_process_stalls_writes_and_loses_none(tmp_path):
+    """The race D36 left open (D42): the disk fills between two readings of the free space
+    (here the guard is off and a filler file leaves ~1 MiB), so the commit log's own write
+    fails with ENOSPC. Before D42 the engine then refused every write with `Closed` until a
+    restart. Now the node's writes wait unacknowledged (the client sees Timeout), nothing is
+    torn, and once the filler is gone the waiting writes are logged and new ones are
+    acknowledged, with no restart; after a kill -9 every acknowledged write is there, the
+    timed-out one included, since it was logged once there was room."""
+    require_root("needs root to mount a small tmpfs as a node's data directory")
+    require_tool("mount", "mount")
+    root = tmp_path / "n1"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(root)], check=True)
+    cluster = tc.start(1, tmp_path, replication={"dc1": 1},
+                       config={"storage": {"min_free_bytes": 0, "memtable_bytes": 64 * MiB}})
+    try:
+        st = os.statvfs(root)
+        (root / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - MiB))
+        acked: list[bytes] = []
+        async with AsyncClient(cluster.addresses(), timeout=3.0) as client:
+            stuck = None
+            for i in range(400):  # 4 MB of values into ~1 MiB: the disk fills
+                key = b"k%04d" % i
+                try:
+                    await client.put(key, VALUE)
+                except Timeout:
+                    stuck = key
+                    break
+                acked.append(key)
+            assert stuck is not None and len(acked) > 10, acked[-3:]
+            eng = _engine(cluster, 0)
+            assert eng["commitlog_stalled"] is True and eng["commitlog_stalls"] >= 1, eng
+            log = cluster.nodes[0].log_path.read_text()
+            assert "records wait in memory" in log and "commit log write failed" not in log
+            assert (await client.get(acked[0]))[0] == [VALUE]  # reads go on
+
+            (root / "filler").unlink()  # the operator frees space
+            deadline = time.monotonic() + 20
+            while _engine(cluster, 0)["commitlog_stalled"]:
+                assert time.monotonic() < deadline, f"the log stayed stalled: {_engine(cluster, 0)}"
+                await asyncio.sleep(0.2)
+            later = [b"later%03d" % j for j in range(50)]
+            await asyncio.gather(*(client.put(k, VALUE) for k in later))  # no restart needed
+            assert cluster.nodes[0].proc is not None and cluster.nodes[0].proc.poll() is None
+
+        cluster.kill(0)  # kill -9: only what reached the commit log survives
+        cluster.start_node(0)
+        cluster.wait_ready(60)
+        async with AsyncClient(cluster.addresses(), timeout=5.0) as client:
+            for k in acked + [stuck] + later:
+                assert (await client.get(k))[0] == [VALUE], k
+    finally:
+        cluster.close()
+        subprocess.run(["umount", "-l", str(root)], check=False)

@@ -7,11 +7,16 @@ system with a node process."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 
 from ringkv.config import KiB, MiB, StorageConfig
 from ringkv.errors import StorageFull, from_wire
-from ringkv.storage import Engine
+from ringkv.storage import Engine, commitlog_writer
+from ringkv.storage import commitlog_format as clf
 from ringkv.storage.engine import SPACE_CHECK_BYTES, SPACE_RECHECK_S
 from ringkv.testing.fake_clock import FakeClock
 from ringkv.testing.fs import MemFileSystem
@@ -103,3 +108,102 @@ def test_a_compaction_waits_until_its_output_fits():
 def _used(fs: MemFileSystem) -> int:
     return fs.capacity - fs.free_bytes("/db")
 
+
+
+# -- the disk fills between two readings (D42): the commit log stalls, nothing is lost ----
+
+async def _wait_for(fut, seconds: float = 5.0):
+    return await asyncio.wait_for(asyncio.shield(fut), seconds)
+
+
+async def test_a_full_disk_stalls_the_log_and_every_write_is_logged_once_there_is_room():
+    """Another process fills the disk between two readings of the free space: the commit
+    log's write fails with ENOSPC part-way. Before D42 that stopped the engine for good
+    (every later write: Closed). Now the torn bytes are cut off, the writes wait
+    unacknowledged, the guard refuses new ones, and once space is freed every waiting write
+    is logged and acknowledged, without a restart; after a crash all of them are there and
+    the log reads to its end (no torn record in the middle)."""
+    fs, clock = MemFileSystem(), FakeClock()
+    e = _open(fs, clock, min_free_bytes=64 * KiB, memtable_bytes=64 * MiB)
+    for i in range(100):
+        await e.aput(b"a%03d" % i, VALUE)  # acknowledged before the disk fills
+    fs.enforce_capacity = True
+    fs.capacity = _used(fs) + 2 * KiB  # the rest is taken by someone else, all at once
+    futs = [e.aput_nowait(b"s%03d" % i, VALUE) for i in range(50)]  # ~6 KiB: does not fit
+    await asyncio.sleep(0.05)  # the syncer's write-out fails
+    assert e.stats()["commitlog_stalled"] is True and e.stats()["commitlog_stalls"] >= 1
+    assert not any(f.done() for f in futs)  # not acknowledged, not failed: waiting
+    assert e.get(b"s000") == VALUE  # applied (readable), as any write is before its fsync
+    with pytest.raises(StorageFull):  # the stall sent the guard to read the free space again
+        e.aput_nowait(b"refused", VALUE)
+    assert e.get(b"refused") is None
+
+    fs.capacity += 64 * MiB  # the operator frees space
+    clock.advance(SPACE_RECHECK_S)
+    for f in futs:
+        await _wait_for(f)  # logged by the syncer's retry, then acknowledged
+    assert e.stats()["commitlog_stalled"] is False
+    await e.aput(b"after", VALUE)  # and new writes go on: no restart
+
+    fs.crash()  # power loss: only what was synced survives
+    e2 = _open(fs, clock, min_free_bytes=64 * KiB)
+    assert all(e2.get(b"a%03d" % i) == VALUE for i in range(100))
+    assert all(e2.get(b"s%03d" % i) == VALUE for i in range(50))
+    assert e2.get(b"after") == VALUE and e2.get(b"refused") is None
+    e2.close()
+
+
+def test_a_blocking_writer_on_a_full_disk_waits_then_gets_storage_full_saying_why(monkeypatch):
+    """The synchronous API: a put whose record cannot be logged waits for room (the syncer
+    retries) and gives up after STALL_WAIT_S with a StorageFull that says the write is in
+    memory and not durable; once there is room it is logged like the rest."""
+    monkeypatch.setattr(commitlog_writer, "STALL_WAIT_S", 0.3)
+    monkeypatch.setattr(commitlog_writer, "STALL_RETRY_S", 0.05)
+    fs, clock = MemFileSystem(), FakeClock()
+    e = _open(fs, clock, min_free_bytes=0, memtable_bytes=64 * MiB)  # no guard at all
+    e.put(b"before", VALUE)
+    fs.enforce_capacity = True
+    fs.capacity = _used(fs) + 50
+    with pytest.raises(StorageFull, match="waits in memory, readable but not durable"):
+        e.put(b"stuck", VALUE)
+    assert e.stats()["commitlog_stalled"] is True
+
+    done = threading.Event()
+
+    def blocked() -> None:
+        e.put(b"waits", VALUE)
+        done.set()
+
+    threading.Thread(target=blocked, daemon=True).start()
+    time.sleep(0.1)
+    assert not done.is_set()  # waiting for room
+    fs.capacity += 16 * MiB
+    assert done.wait(5), "the blocked put did not finish once there was room"
+    e.put(b"next", VALUE)
+    fs.crash()
+    e2 = _open(fs, clock, min_free_bytes=0)
+    assert [e2.get(k) for k in (b"before", b"stuck", b"waits", b"next")] == [VALUE] * 4
+    e2.close()
+
+
+def test_no_room_for_a_new_segment_keeps_the_log_on_the_current_one():
+    """A memtable switch asks for a new segment; if its header does not fit, the log writes
+    on to the old segment, leaves no headless segment behind, and rolls once there is room."""
+    fs, clock = MemFileSystem(), FakeClock()
+    e = _open(fs, clock, min_free_bytes=0, memtable_bytes=64 * MiB)
+    e.put(b"k0", VALUE)
+    segments = sorted(fs.listdir(e._log_dir))
+    fs.enforce_capacity = True
+    record = clf.FRAME.size + clf.PAYLOAD_HEAD.size + len(b"k1") + len(VALUE)
+    fs.capacity = _used(fs) + record + clf.HEADER.size + 4 - 1  # the record, not a header too
+    e._log.request_roll()
+    e.put(b"k1", VALUE)  # written to the old segment; the roll fails and is put off
+    assert sorted(fs.listdir(e._log_dir)) == segments
+    assert e.stats()["commitlog_stalls"] == 1 and e.stats()["commitlog_stalled"] is False
+    fs.capacity += MiB
+    e.put(b"k2", VALUE)
+    assert len(fs.listdir(e._log_dir)) == len(segments) + 1  # rolled at last
+    fs.crash()
+    e2 = _open(fs, clock, min_free_bytes=0)
+    assert [e2.get(b"k%d" % i) for i in range(3)] == [VALUE] * 3
+    e2.close()
