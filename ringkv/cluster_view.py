@@ -88,8 +88,9 @@ class ClusterView:
 
     def storage_line(self) -> str | None:
         """Which nodes that answered refuse writes because their disk is nearly full
-        (storage.min_free_bytes, D36) or keep failing to flush (D37), else the least free
-        space among them; None if no node answered or none reports its free space."""
+        (storage.min_free_bytes, D36), whose commit log waits for space (D42) or which keep
+        failing to flush (D37), else the least free space among them; None if no node
+        answered or none reports its free space."""
         engines = {nid: st.get("engine") or {} for nid, st in self.statuses.items()
                    if st is not None}
         problems = []
@@ -99,6 +100,9 @@ class ClusterView:
                 problems.append(
                     f"{nid} refuses writes, disk nearly full ({_size(e.get('free_bytes'))} free, "
                     f"under storage.min_free_bytes = {_size(e.get('min_free_bytes'))})")
+            if e.get("commitlog_stalled"):  # D42: the disk filled under the commit log
+                problems.append(f"{nid} commit log waits for disk space (writes unacknowledged "
+                                f"until it fits; {_size(e.get('free_bytes'))} free)")
             if e.get("last_flush_error"):  # D37: retried; writes stall if it goes on
                 problems.append(f"{nid} cannot flush ({e.get('flush_failures')} attempts, last: "
                                 f"{e['last_flush_error']})")

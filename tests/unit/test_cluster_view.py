@@ -73,6 +73,14 @@ def test_storage_line_names_a_node_whose_flushes_fail():
                                    "[Errno 24] Too many open files)")
 
 
+def test_storage_line_names_a_node_whose_commit_log_waits_for_space():
+    stalled = dict(_status(False, False), engine={"free_bytes": 4096, "storage_full": False,
+                                                  "commitlog_stalled": True})
+    view = ClusterView("127.0.0.1:7400", _reply("n1", "n2"), {"n1": _engine(5 << 30), "n2": stalled})
+    assert view.storage_line() == ("Storage: n2 commit log waits for disk space (writes "
+                                   "unacknowledged until it fits; 4.00 KiB free)")
+
+
 def test_handover_line_names_the_nodes_still_writing_to_the_old_replicas():
     view = ClusterView("127.0.0.1:7400", _reply("n1", "n2", "n3"),
                        {"n1": dict(_status(False, False), handover_s=12.4),
