@@ -206,10 +206,10 @@ class Background:
             with self._manifest_mutex:
                 tables = e._view[2]
                 new_tables = ((reader,) + tables) if reader is not None else tables
-                self._install(new_tables, max(e._state.flushed_seq, imm.max_seq), drop_imm=imm)
+                self._install(new_tables, max(e._state.flushed_seq, imm.max_seq), drop_imm=imm,
+                              new=reader)
         except BaseException:
-            # Not installed. The file stays: a manifest renamed into place before its
-            # directory sync failed may name it; if none does, the next open removes it.
+            # Not installed (_install removed the file unless a manifest on disk names it)
             if reader is not None:
                 reader.close()
             raise
@@ -320,7 +320,7 @@ class Background:
             i = tables.index(run[0])
             assert tables[i:i + len(run)] == run, "compaction run must stay contiguous"
             new_tables = tables[:i] + ((reader,) if reader else ()) + tables[i + len(run):]
-            self._install(new_tables, e._state.flushed_seq)
+            self._install(new_tables, e._state.flushed_seq, new=reader)
         for t in run:
             t.mark_obsolete()
         self.compactions += 1
@@ -363,11 +363,36 @@ class Background:
         e._fs.sync_dir(e._sst_dir)
         return SSTableReader(e._fs, path, tid, e._cache, e._tstats)
 
-    def _install(self, tables: tuple, flushed_seq: int, drop_imm: Optional[Memtable] = None) -> None:
-        """Persist then publish a new table set. REQUIRES: _manifest_mutex held."""
+    def _discard_unless_named(self, table: SSTableReader) -> None:
+        """A manifest naming ``table`` failed to save: remove its file now, unless the
+        manifest on disk names it (renamed into place before its directory sync failed).
+        Left for the next open, each failed retry on a full disk would keep a whole table's
+        worth of the space an operator frees (D37). REQUIRES: _manifest_mutex held."""
+        e = self._e
+        try:
+            on_disk = manifest.load(e._fs, e._path)
+        except Exception:  # noqa: BLE001 - cannot tell: the next open removes an orphan
+            return
+        if on_disk is not None and table.table_id in on_disk.tables:
+            return
+        table.close()
+        try:
+            e._fs.remove(table.path)
+        except OSError:
+            pass
+
+    def _install(self, tables: tuple, flushed_seq: int, drop_imm: Optional[Memtable] = None,
+                 new: Optional[SSTableReader] = None) -> None:
+        """Persist then publish a new table set (``new``: the table just written for it).
+        REQUIRES: _manifest_mutex held."""
         e = self._e
         state = manifest.ManifestState([t.table_id for t in tables], e._state.next_id, flushed_seq)
-        manifest.save(e._fs, e._path, state)
+        try:
+            manifest.save(e._fs, e._path, state)
+        except BaseException:
+            if new is not None:
+                self._discard_unless_named(new)
+            raise
         with e._lock:
             mem, imms, _ = e._view
             if drop_imm is not None:

@@ -61,3 +61,30 @@ def test_an_io_error_in_a_flush_still_stops_the_engine():
             e.put(b"k%05d" % i, VALUE)
     assert e.stats()["flush_failures"] == 0
     e._bg.stop()
+
+
+def test_a_flush_whose_manifest_does_not_fit_leaves_no_table_behind(monkeypatch):
+    """The table fits, its manifest does not (ENOSPC on MANIFEST.tmp): the attempt's table
+    file is removed at once, not left for the next open, or each retry on a full disk would
+    keep a whole table of the space the operator frees. Once the manifest fits, the retry
+    installs one table and nothing is lost."""
+    monkeypatch.setattr(background, "FLUSH_RETRY_FIRST_S", 0.02)
+    monkeypatch.setattr(background, "FLUSH_RETRY_MAX_S", 0.05)
+    fs, clock = MemFileSystem(), FakeClock()
+    e = _open(fs, clock, memtable_bytes=64 * KiB, max_pending_flushes=8)
+    fs.refuse_open, fs.refuse_errno = (lambda path: path.endswith("MANIFEST.tmp")), errno.ENOSPC
+    for i in range(1000):  # more than one memtable: a flush starts, and fails
+        e.put(b"k%05d" % i, VALUE)
+    wait_until(lambda: e.stats()["flush_failures"] >= 3, time.monotonic() + 10,
+               "three failed attempts")
+    assert "No space left on device" in e.stats()["last_flush_error"]
+    assert fs.listdir(e._sst_dir) == []  # no attempt's table is left behind
+    fs.refuse_open = None  # room again
+    e.flush()
+    assert e.stats()["flushes"] >= 1 and e.stats()["last_flush_error"] is None
+    tables = sorted(fs.listdir(e._sst_dir))
+    assert len(tables) == e.stats()["sstables"]  # only the installed ones
+    e.close()
+    e = _open(fs, clock)
+    assert all(e.get(b"k%05d" % i) == VALUE for i in range(1000))
+    e.close()
