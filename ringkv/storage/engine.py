@@ -206,8 +206,10 @@ class Engine:
 
     def _on_log_stall(self) -> None:
         """The commit log found the disk full between two readings of the free space (D42):
-        read it again at the next write, so the guard refuses writes until there is room."""
-        self._space_left = 0
+        read it again at the next write, so the guard refuses writes until there is room
+        (with the guard off there is nothing to read: the log just waits for room)."""
+        if self._min_free:
+            self._space_left = 0
 
     def _stalled_error(self) -> StorageFull:
         free = self._free_now()
