@@ -29,15 +29,26 @@ VALUE = b"x" * 10_000
 @pytest.fixture
 def small_disk(tmp_path):
     """tmp_path/n3 as a 40 MiB tmpfs (n3's data directory and log live there)."""
-    require_root("needs root to mount a small tmpfs as a node's data directory")
-    require_tool("mount", "mount")
-    root = tmp_path / "n3"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(root)], check=True)
+    root = _tmpfs(tmp_path / "n3", "40m")
     try:
         yield root
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def _tmpfs(root, size: str):
+    """Mount a ``size`` tmpfs at ``root`` (made here), as root; the caller unmounts it."""
+    require_root("needs root to mount a small tmpfs as a node's data directory")
+    require_tool("mount", "mount")
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], check=True)
+    return root
+
+
+def _one_node_unguarded(tmp_path) -> tc.Cluster:
+    """One node (N=1) on tmp_path/n1, with the free-space guard off (D36)."""
+    return tc.start(1, tmp_path, replication={"dc1": 1},
+                    config={"storage": {"min_free_bytes": 0, "memtable_bytes": 64 * MiB}})
 
 
 def _engine(cluster: tc.Cluster, i: int) -> dict:
@@ -104,12 +115,8 @@ async def test_a_node_that_cannot_replay_its_commit_log_says_so_and_loses_nothin
     """After a crash, opening the engine writes the commit log's records to a new table. On
     a disk too full for it the node exits with the reason and what to do, keeps its commit
     log, and starts with every acknowledged write once space is freed."""
-    require_root("needs root to mount a small tmpfs as a node's data directory")
-    root = tmp_path / "n1"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)], check=True)
-    cluster = tc.start(1, tmp_path, replication={"dc1": 1},
-                       config={"storage": {"min_free_bytes": 0, "memtable_bytes": 64 * MiB}})
+    root = _tmpfs(tmp_path / "n1", "24m")
+    cluster = _one_node_unguarded(tmp_path)
     try:
         keys = [b"k%04d" % i for i in range(600)]  # ~6 MiB, all in the commit log
         async with AsyncClient(cluster.addresses(), timeout=5.0) as client:
@@ -143,13 +150,8 @@ async def test_a_disk_filled_by_another_process_stalls_writes_and_loses_none(tmp
     torn, and once the filler is gone the waiting writes are logged and new ones are
     acknowledged, with no restart; after a kill -9 every acknowledged write is there, the
     timed-out one included, since it was logged once there was room."""
-    require_root("needs root to mount a small tmpfs as a node's data directory")
-    require_tool("mount", "mount")
-    root = tmp_path / "n1"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(root)], check=True)
-    cluster = tc.start(1, tmp_path, replication={"dc1": 1},
-                       config={"storage": {"min_free_bytes": 0, "memtable_bytes": 64 * MiB}})
+    root = _tmpfs(tmp_path / "n1", "16m")
+    cluster = _one_node_unguarded(tmp_path)
     try:
         st = os.statvfs(root)
         (root / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - MiB))
