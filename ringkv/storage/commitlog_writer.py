@@ -360,6 +360,9 @@ class CommitLogWriter:
             try:
                 if self._error is None:
                     self._write_out(True)
+                    if self._stalled:  # still no room: say what is lost (never acknowledged)
+                        log.warning("commit log closed with %d records not logged (the disk is "
+                                    "full); none of them was acknowledged", len(self._pending))
             finally:
                 self._resolve_waiters(self._error)  # those covered by the final sync succeed
                 self._resolve_waiters(Closed("commit log closed"))

@@ -179,10 +179,36 @@ def test_a_blocking_writer_on_a_full_disk_waits_then_gets_storage_full_saying_wh
     assert not done.is_set()  # waiting for room
     fs.capacity += 16 * MiB
     assert done.wait(5), "the blocked put did not finish once there was room"
+    assert e.stats()["commitlog_stalled"] is False
     e.put(b"next", VALUE)
     fs.crash()
     e2 = _open(fs, clock, min_free_bytes=0)
     assert [e2.get(k) for k in (b"before", b"stuck", b"waits", b"next")] == [VALUE] * 4
+    e2.close()
+
+
+def test_closing_a_stalled_log_says_what_it_could_not_log(caplog):
+    """Stopped while stalled, the log cannot keep its waiting records: it says how many
+    (none was acknowledged), and a restart has every acknowledged write and none of them."""
+    fs, clock = MemFileSystem(), FakeClock()
+    e = _open(fs, clock, min_free_bytes=0, memtable_bytes=64 * MiB)
+    e.put(b"before", VALUE)
+    fs.enforce_capacity = True
+    fs.capacity = _used(fs) + 50
+
+    async def write() -> None:  # three writes that wait for room, unacknowledged
+        for i in range(3):
+            e.aput_nowait(b"w%d" % i, VALUE)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(write())
+    assert e.stats()["commitlog_stalled"] is True
+    e.close()  # an operator stops the node before freeing space
+    assert "commit log closed with 3 records not logged" in caplog.text
+    fs.crash()
+    fs.capacity += 16 * MiB  # room again before the restart
+    e2 = _open(fs, clock, min_free_bytes=0)
+    assert e2.get(b"before") == VALUE and e2.get(b"w0") is None
     e2.close()
 
 
