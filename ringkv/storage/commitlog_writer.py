@@ -456,6 +456,8 @@ class CommitLogWriter:
                         "write fits (retried every %.1f s)", exc, STALL_RETRY_S)
         if self.on_stall is not None:
             self.on_stall()
+        if not self._wake.is_set():  # the syncer may sleep without a timeout: start its retries
+            self._wake.set()
 
     def _roll(self) -> None:
         if self._mode != "off":

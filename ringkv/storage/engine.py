@@ -206,10 +206,10 @@ class Engine:
 
     def _on_log_stall(self) -> None:
         """The commit log found the disk full between two readings of the free space (D42):
-        read it again at the next write, so the guard refuses writes until there is room
-        (with the guard off there is nothing to read: the log just waits for room)."""
-        if self._min_free:
-            self._space_left = 0
+        every write passes _check_space again, which refuses it while the log waits for
+        room (guard on or off), then reads the free space as usual."""
+        self._space_left = 0
+        self._free = -1  # the first refusal reads it afresh for its message
 
     def _stalled_error(self) -> StorageFull:
         free = self._free_now()
@@ -221,10 +221,23 @@ class Engine:
     def _check_space(self) -> None:
         """Read the free space of the data directory's file system; raise StorageFull
         while it is under ``min_free_bytes`` (and, once refusing, until it is an eighth
-        above). REQUIRES: _lock held. Runs once per
-        SPACE_CHECK_BYTES logged, and while refusing at most once per SPACE_RECHECK_S (the
-        refused writes in between reuse the last reading): a write either passes the guard
-        before anything of it is logged or applied, or is refused whole."""
+        above), and while the commit log is stalled (D42, guard on or off). REQUIRES: _lock
+        held. Runs once per SPACE_CHECK_BYTES logged, and while refusing at most once per
+        SPACE_RECHECK_S (the refused writes in between reuse the last reading): a write
+        either passes the guard before anything of it is logged or applied, or is refused
+        whole."""
+        clog = self._log
+        if clog is not None and clog.stalled:  # D42: refused whole until the log has room
+            self._refused += 1
+            if self._free < 0:  # one reading per stall, for the message
+                free = self._free_now()
+                self._free = -1 if free is None else free
+            raise StorageFull(self._path, self._free, self._min_free, detail=(
+                "the commit log is waiting for room on the disk, so nothing was written (free "
+                "space there: writes resume by themselves)"))
+        if not self._min_free:  # the guard is off: no reading until the next stall
+            self._space_left = _NO_SPACE_CHECK
+            return
         now = self._clock.monotonic()
         if self._refusing and now - self._free_read_at < SPACE_RECHECK_S:
             self._refused += 1

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from ringkv.client import AsyncClient
-from ringkv.errors import Timeout
+from ringkv.errors import StorageFull, Timeout
 from ringkv.testing import cluster as tc
 
 from ..conftest import require_root, require_tool
@@ -146,32 +146,47 @@ async def test_a_disk_filled_by_another_process_stalls_writes_and_loses_none(tmp
     """The race D36 left open (D42): the disk fills between two readings of the free space
     (here the guard is off and a filler file leaves ~1 MiB), so the commit log's own write
     fails with ENOSPC. Before D42 the engine then refused every write with `Closed` until a
-    restart. Now the node's writes wait unacknowledged (the client sees Timeout), nothing is
-    torn, and once the filler is gone the waiting writes are logged and new ones are
-    acknowledged, with no restart; after a kill -9 every acknowledged write is there, the
-    timed-out one included, since it was logged once there was room."""
+    restart. Now the records caught in the failed write wait in memory, unacknowledged
+    (a client waiting on one sees Timeout), nothing is torn, and every new write is refused
+    whole with StorageFull while the log waits; once the filler is gone the waiting records
+    are logged and new writes are acknowledged, with no restart. After a kill -9 every
+    acknowledged write is there, a timed-out one too (it was logged once there was room),
+    and no refused one is."""
     root = _tmpfs(tmp_path / "n1", "16m")
     cluster = _one_node_unguarded(tmp_path)
     try:
         st = os.statvfs(root)
         (root / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - MiB))
         acked: list[bytes] = []
+        waited: list[bytes] = []  # timed out while its record waited: logged later
+        refused: list[bytes] = []  # StorageFull: nothing of it was written
         async with AsyncClient(cluster.addresses(), timeout=3.0) as client:
-            stuck = None
             for i in range(400):  # 4 MB of values into ~1 MiB: the disk fills
                 key = b"k%04d" % i
                 try:
                     await client.put(key, VALUE)
                 except Timeout:
-                    stuck = key
+                    waited.append(key)
+                    break
+                except StorageFull as e:
+                    assert "nothing was written" in str(e), e
+                    refused.append(key)
                     break
                 acked.append(key)
-            assert stuck is not None and len(acked) > 10, acked[-3:]
+            assert (waited or refused) and len(acked) > 10, acked[-3:]
             eng = _engine(cluster, 0)
             assert eng["commitlog_stalled"] is True and eng["commitlog_stalls"] >= 1, eng
             log = cluster.nodes[0].log_path.read_text()
             assert "records wait in memory" in log and "commit log write failed" not in log
             assert (await client.get(acked[0]))[0] == [VALUE]  # reads go on
+            for j in range(3):  # while the log waits, new writes are refused at once
+                key = b"refused%d" % j
+                t0 = time.monotonic()
+                with pytest.raises(StorageFull, match="commit log is waiting for room"):
+                    await client.put(key, VALUE)
+                assert time.monotonic() - t0 < 2.0
+                refused.append(key)
+            assert _engine(cluster, 0)["writes_refused"] >= 3
 
             (root / "filler").unlink()  # the operator frees space
             deadline = time.monotonic() + 20
@@ -186,8 +201,10 @@ async def test_a_disk_filled_by_another_process_stalls_writes_and_loses_none(tmp
         cluster.start_node(0)
         cluster.wait_ready(60)
         async with AsyncClient(cluster.addresses(), timeout=5.0) as client:
-            for k in acked + [stuck] + later:
+            for k in acked + waited + later:
                 assert (await client.get(k))[0] == [VALUE], k
+            for k in refused:
+                assert (await client.get(k))[0] == [], k
     finally:
         cluster.close()
         subprocess.run(["umount", "-l", str(root)], check=False)

@@ -17,8 +17,8 @@ import pytest
 
 from ringkv.client import AsyncClient, Client
 from ringkv.config import LimitsConfig
-from ringkv.errors import (InvalidRequest, Overloaded, RingkvError, Timeout, TooLarge,
-                           Unavailable)
+from ringkv.errors import (InvalidRequest, Overloaded, RingkvError, StorageFull, Timeout,
+                           TooLarge, Unavailable)
 from ringkv.net.transport import RpcServer
 from ringkv.ring import NodeInfo, Ring, generate_tokens, token_for
 
@@ -238,6 +238,36 @@ async def test_errors_keep_their_type_and_are_not_retried_unless_retriable(clust
             await db.get(b"k")
         assert (tinfo.value.required, tinfo.value.received) == (2, 1)
         assert len(methods(cluster, "get")) == 3
+
+
+async def test_a_write_whose_retry_is_refused_after_a_timeout_reports_an_unknown_outcome(cluster):
+    """A node applies a put but answers Timeout (the W acks came late); the client's retry
+    is then refused with an error that says nothing was written (StorageFull, Unavailable).
+    Passing that on alone would tell the caller the put did not happen, yet it did: the
+    caller gets a Timeout (outcome unknown) that names both."""
+    tries = {"n": 0}
+
+    def applied_then_refused(method: str, body: dict) -> None:
+        if method == "put":
+            tries["n"] += 1
+            if tries["n"] == 1:
+                cluster._put(body)  # applied, but the answer is a Timeout
+                raise Timeout(2, 1, "one replica acked in time")
+            raise StorageFull("/data", 0, 1 << 20)
+        if method == "delete":
+            raise Unavailable(2, 1)
+
+    for nid in cluster.ids:
+        cluster.faults[nid] = applied_then_refused
+    async with AsyncClient(cluster.seeds, retries=3, backoff=0.001) as db:
+        with pytest.raises(Timeout, match="may have been applied.*storage full") as info:
+            await db.put(b"k", b"v")
+        assert isinstance(info.value.__cause__, StorageFull)
+        assert (info.value.required, info.value.received) == (2, 1)
+        assert tries["n"] == 2  # StorageFull is not retried
+        assert (await db.get(b"k"))[0] == [b"v"]  # it was applied
+        with pytest.raises(Unavailable):  # no earlier timeout: the error stays as it is
+            await db.delete(b"k")
 
 
 async def test_limits_are_checked_before_sending(cluster):
