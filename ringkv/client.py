@@ -391,9 +391,6 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-__all__ = ["AsyncClient", "Client", "Resolver"]
-
-
 def _unknown_outcome(timed_out: Timeout, last: RingkvError) -> Timeout:
     """The error for a write whose retry failed with ``last`` (say StorageFull or
     Unavailable: "nothing was written") after an earlier try timed out: that try may have
@@ -401,3 +398,7 @@ def _unknown_outcome(timed_out: Timeout, last: RingkvError) -> Timeout:
     "nothing written" of the last try alone."""
     return Timeout(timed_out.required, timed_out.received,
                    f"an earlier try timed out and may have been applied; the last try: {last}")
+
+
+__all__ = ["AsyncClient", "Client", "Resolver"]
+
