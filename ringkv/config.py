@@ -31,6 +31,7 @@ class StorageConfig:
     inline_sync_min_records: int = 64  # batch mode: an event-loop turn that appended at least this many commit-log records fsyncs them itself at the end of the turn (as Redis does) instead of handing them to the syncer thread; fewer go to the thread, so the loop keeps working while they sync; 0 = always the thread
     fsync_thread_batch_sched: bool = True  # batch mode: the native fsync thread (D30) runs under Linux's SCHED_BATCH policy, so its wakeups when an fsync ends do not preempt a busy event loop (docs/decisions.md D34); false = the normal policy
     segment_bytes: int = 32 * MiB  # commit log segment size before rolling to a new file
+    preallocate_segments: bool = True  # write each next commit-log segment full of zeros (and sync it) in the background before it is used, so an fsync of the log commits no change of file size: on ext4 about 0.7x the time and CPU of an fsync of a growing file (bench/fsync_prealloc.py; docs/decisions.md D43); costs one extra write of each segment, and keeps up to two segments' worth of disk; false = segments grow as they are appended to
     memtable_bytes: int = 32 * MiB  # memtable size that triggers a flush to an SSTable
     max_pending_flushes: int = 2  # immutable memtables waiting to flush before writers are slowed
     block_bytes: int = 4 * KiB  # SSTable data block size (uncompressed)
@@ -41,7 +42,7 @@ class StorageConfig:
     compaction_min_threshold: int = 4  # size-tiered: SSTables of similar size needed to compact
     compaction_bucket_ratio: float = 2.0  # size-tiered: sizes within this ratio share a bucket
     gc_grace_seconds: float = 864000.0  # tombstones older than this may be dropped by compaction (10 days)
-    min_free_bytes: int = 256 * MiB  # writes are refused (StorageFull: nothing written) while the data directory's file system has less free space than this, so the disk never fills under the commit log, a flush or a compaction; they resume by themselves once space is freed (docs/decisions.md D36); keep it above memtable_bytes x (max_pending_flushes + 1) + segment_bytes; 0 = no check
+    min_free_bytes: int = 256 * MiB  # writes are refused (StorageFull: nothing written) while the data directory's file system has less free space than this, so the disk never fills under the commit log, a flush or a compaction; they resume by themselves once space is freed (docs/decisions.md D36); keep it above memtable_bytes x (max_pending_flushes + 1) + 2 x segment_bytes; 0 = no check
 
     def validate(self) -> None:
         _one_of("storage.sync_mode", self.sync_mode, ("batch", "periodic", "off"))

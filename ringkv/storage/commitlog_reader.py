@@ -6,6 +6,9 @@ else that fails a check raises ``Corruption``: a bad header, a record whose chec
 while a valid record follows it, or an impossible length. The rule that separates the two:
 after a bad record, if *any* valid record starts later in the file, the damage is not at
 the tail, so acknowledged data would be lost by skipping it.
+
+A preallocated segment (D43) ends in zeros: a record frame of length 0 and checksum 0 with
+nothing but zeros after it is the normal end of its records, not a torn tail.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ def read_segment(fs: Any, path: str) -> Iterator[Record]:
         length, crc = unpack_frame(data, pos)
         start = pos + 8
         if length > fmt.MAX_RECORD or length < head_size:
-            if length == 0 and crc == 0 and not any(data[pos:]):
-                log.warning("commit log %s: zero-filled tail at offset %d ignored", path, pos)
+            if length == 0 and crc == 0 and len(data.rstrip(b"\0")) <= pos:
+                # a preallocated segment's unused part (D43): the normal end of its records
+                log.debug("commit log %s: zero-filled tail at offset %d", path, pos)
                 return
             _torn(path, data, pos, f"impossible record length {length}")
             return
@@ -71,8 +75,9 @@ def _torn(path: str, data: bytes, pos: int, why: str) -> None:
     later = _next_valid_record(data, pos + 1)
     if later is not None:
         raise Corruption(path, pos, f"{why}; a valid record follows at offset {later}")
+    trailing = max(len(data.rstrip(b"\0")) - pos, 0)  # a preallocated segment's zeros not counted
     log.warning("commit log %s: torn tail at offset %d (%s); replayed up to the last whole "
-                "record, %d trailing bytes ignored", path, pos, why, len(data) - pos)
+                "record, %d trailing bytes ignored", path, pos, why, trailing)
 
 
 def _next_valid_record(data: bytes, start: int) -> int | None:
@@ -80,7 +85,10 @@ def _next_valid_record(data: bytes, start: int) -> int | None:
     end = len(data)
     unpack_frame = fmt.FRAME.unpack_from
     head_size = fmt.PAYLOAD_HEAD.size
-    for pos in range(start, end - 8 - head_size + 1):
+    # a record's length field is not zero, so none starts in a zero-filled tail (D43: a
+    # preallocated segment's unused part); skipping it keeps a torn tail's check short
+    last_start = min(end - 8 - head_size, len(data.rstrip(b"\0")) - 1)
+    for pos in range(start, last_start + 1):
         length, crc = unpack_frame(data, pos)
         if head_size <= length <= end - pos - 8 and crc32c(data[pos + 8:pos + 8 + length]) == crc:
             return pos

@@ -27,6 +27,17 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
   commit covering every waiter so far, and periodic/off write-outs re-arm themselves.
 
+Preallocated segments (D43, ``preallocate_segments``, real files only): once the current
+segment is ``1/PREPARE_AT_FRACTION`` full, a short-lived thread writes the next one as
+``PREPARED_NAME``, zero-filled to ``segment_bytes`` and synced; the roll writes its header,
+syncs it and renames it into place, and the log writes on over its zeros. An fdatasync
+then changes no file size, so the file system commits no metadata with it (on ext4
+about 0.7x the wall time and CPU of one into a growing file, bench/fsync_prealloc.py). A segment that is not
+preallocated (the first one, or one opened before its successor was ready) is rolled
+from as soon as a prepared one is. A crash leaves at most a prepared file, removed at
+the next open, or a renamed one holding a header and zeros: an empty segment to replay.
+A prepared file that finds no room is given up until the next roll.
+
 A full disk (ENOSPC or EDQUOT from a segment ``write``) does not stop the log (D42): the
 part-written bytes are cut off again (``truncate``), the group's records go back to the
 front of the pending list and the log is *stalled*: the syncer thread retries every
@@ -67,6 +78,8 @@ GATHER_YIELDS = 16  # batch mode: most GIL yields a leader makes while writers k
 SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: the log stalls (D42)
 STALL_RETRY_S = 0.5  # stalled: how often the syncer tries the write again
 STALL_WAIT_S = 10.0  # stalled: how long a blocking writer waits before LogStalled
+PREPARED_NAME = "next-segment.tmp"  # the next segment while it is preallocated (D43)
+PREPARE_AT_FRACTION = 8  # start preparing the next segment once this share of the current is used
 
 
 class LogStalled(Exception):
@@ -82,7 +95,8 @@ class CommitLogWriter:
                  sync_mode: str, sync_period_ms: int, segment_bytes: int,
                  lock: threading.Lock, *, scheduler: Any = None,
                  group_commit_window_us: int = 0, group_commit_min_writes: int = 1,
-                 inline_sync_min_records: int = 0, fsync_thread_batch_sched: bool = True) -> None:
+                 inline_sync_min_records: int = 0, fsync_thread_batch_sched: bool = True,
+                 preallocate: bool = False) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -116,6 +130,18 @@ class CommitLogWriter:
         self.writes_synced = 0
         self._segment_id = segment_id - 1
         self._file: Any = None
+        # preallocated segments (D43): only on a file system that can make them, never
+        # under the simulator's scheduler (no threads there)
+        self._prealloc = (preallocate and scheduler is None
+                          and hasattr(fs, "open_preallocated"))
+        self._prep_lock = threading.Lock()  # guards the three below
+        self._prep_state = "idle"  # "running", "ready" (in _prepared) or "failed" (until a roll)
+        self._prepared: Any = None  # the prepared WritableFile once ready
+        self._prep_thread: threading.Thread | None = None
+        self._seg_preallocated = False  # the current segment was preallocated
+        self.preallocated_segments = 0  # segments rolled onto that were preallocated
+        if self._prealloc:  # a crash may have left one half written
+            fs.remove(os.path.join(directory, PREPARED_NAME))
         self._open_segment(segment_id)
         # scheduler (the simulator, see Engine.open): no syncer thread; a group commit is a
         # deferred callback and periodic syncs re-arm themselves
@@ -356,6 +382,7 @@ class CommitLogWriter:
             self._thread.join()
         if self._native is not None:
             self._native.stop()
+        self._discard_prepared()
         with self._sync_mutex:
             try:
                 if self._error is None:
@@ -415,6 +442,9 @@ class CommitLogWriter:
                 else:
                     self._seg_max_seq = last
                     self.written_seq = last
+                    if (self._prealloc and self._prep_state == "idle"
+                            and self._file.size * PREPARE_AT_FRACTION >= self._segment_bytes):
+                        self._start_prepare()
                     if self._stalled:
                         self._stalled = False
                         log.warning("commit log: room on the disk again, the waiting records "
@@ -485,8 +515,11 @@ class CommitLogWriter:
 
     def _open_segment(self, segment_id: int) -> None:
         path = os.path.join(self._dir, fmt.segment_name(segment_id))
-        f = self._fs.open_write(path)
         head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 0, segment_id)
+        prepared = self._take_prepared()
+        if prepared is not None and self._use_prepared(prepared, path, head, segment_id):
+            return
+        f = self._fs.open_write(path)
         try:
             f.write(head + crc32c(head).to_bytes(4, "little"))
             if self._mode != "off":
@@ -501,6 +534,86 @@ class CommitLogWriter:
             raise
         self._file, self._segment_id = f, segment_id
         self._seg_start = self._seg_max_seq = self.written_seq
+        self._seg_preallocated = False
+
+    # -- preallocated segments (D43) ---------------------------------------------------
+    def _start_prepare(self) -> None:
+        """Start the thread that preallocates the next segment (caller: _sync_mutex)."""
+        with self._prep_lock:
+            if self._prep_state != "idle" or self._stop:
+                return
+            self._prep_state = "running"
+            t = threading.Thread(target=self._prepare, name="ringkv-segment-prep", daemon=True)
+            self._prep_thread = t
+        t.start()
+
+    def _prepare(self) -> None:
+        """The preparing thread: zero-fill and sync the next segment, then hand it over."""
+        path = os.path.join(self._dir, PREPARED_NAME)
+        try:
+            f = self._fs.open_preallocated(path, self._segment_bytes, lambda: self._stop)
+        except OSError as e:  # no room for it: segments are appended to as before
+            log.info("commit log: cannot preallocate the next segment (%s); it will be "
+                     "appended to instead", e)
+            f = None
+        with self._prep_lock:
+            if f is None or self._stop:
+                self._prep_state = "failed"
+                if f is not None:
+                    f.close()
+                    self._fs.remove(path)
+                return
+            self._prepared, self._prep_state = f, "ready"
+        if not self._seg_preallocated:  # roll over to it at the next write-out
+            with self.lock:
+                self._roll_requested = True
+
+    def _take_prepared(self) -> Any:
+        """The prepared next segment if it is ready (else None); the next one may then be
+        prepared again (caller: _sync_mutex, rolling)."""
+        with self._prep_lock:
+            f, self._prepared = self._prepared, None
+            if self._prep_state != "running":
+                self._prep_state = "idle"
+        return f
+
+    def _use_prepared(self, f: Any, path: str, head: bytes, segment_id: int) -> bool:
+        """Make the prepared file segment ``segment_id``: header written and synced first,
+        then renamed into place and the directory synced, so a crash leaves either no
+        segment or one with a whole header. False (and the file removed) on an error: the
+        caller opens a plain segment."""
+        prepared_path = os.path.join(self._dir, PREPARED_NAME)
+        try:
+            f.write(head + crc32c(head).to_bytes(4, "little"))
+            if self._mode != "off":
+                f.sync()
+            self._fs.rename(prepared_path, path)
+            if self._mode != "off":
+                self._fs.sync_dir(self._dir)
+        except OSError as e:
+            f.close()
+            self._fs.remove(prepared_path)
+            if self._fs.exists(path):
+                self._fs.remove(path)
+            log.warning("commit log: the preallocated segment could not be used (%s); "
+                        "appending to a new one", e)
+            return False
+        self._file, self._segment_id = f, segment_id
+        self._seg_start = self._seg_max_seq = self.written_seq
+        self._seg_preallocated = True
+        self.preallocated_segments += 1
+        return True
+
+    def _discard_prepared(self) -> None:
+        """close(): stop a preparing thread and remove what it made."""
+        t = self._prep_thread
+        if t is not None:
+            t.join()
+        with self._prep_lock:
+            f, self._prepared = self._prepared, None
+        if f is not None:
+            f.close()
+            self._fs.remove(os.path.join(self._dir, PREPARED_NAME))
 
     def _syncer(self) -> None:
         """Background thread: async batch waiters, periodic fsync, unsynced write-out."""

@@ -113,7 +113,8 @@ class Engine:
                                         group_commit_window_us=cfg.group_commit_window_us,
                                         group_commit_min_writes=cfg.group_commit_min_writes,
                                         inline_sync_min_records=cfg.inline_sync_min_records,
-                                        fsync_thread_batch_sched=cfg.fsync_thread_batch_sched)
+                                        fsync_thread_batch_sched=cfg.fsync_thread_batch_sched,
+                                        preallocate=cfg.preallocate_segments)
         except BaseException:
             for t in self._view[2]:
                 t.close()
@@ -537,6 +538,7 @@ class Engine:
             "storage_full": self._refusing, "writes_refused": self._refused,
             "commitlog_stalled": log.stalled if log else False,
             "commitlog_stalls": log.stalls if log else 0,
+            "commitlog_preallocated_segments": log.preallocated_segments if log else 0,
         }
 
     # -- asyncio ---------------------------------------------------------------------------

@@ -12,11 +12,13 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+from typing import Callable
 
 from ringkv.errors import Closed, ConfigError
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)
+PREALLOCATE_CHUNK = 1 << 20  # bytes of zeros per write while preallocating (stop checked between)
 
 
 class WritableFile:
@@ -43,6 +45,11 @@ class WritableFile:
         os.ftruncate(self._fd, size)
         os.lseek(self._fd, size, os.SEEK_SET)
         self.size = size
+
+    def rewind(self) -> None:
+        """Write on from the start of the file (a preallocated one: over its zeros)."""
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self.size = 0
 
     def sync(self) -> None:
         """Make everything written so far durable (fdatasync: data and the size change,
@@ -96,6 +103,31 @@ class OsFileSystem:
 
     def open_read(self, path: str) -> ReadableFile:
         return ReadableFile(path)
+
+    def open_preallocated(self, path: str, size: int, stop: Callable[[], bool]) -> WritableFile | None:
+        """A new file at ``path`` of ``size`` zero bytes, written and synced, open for
+        writing from its start (its ``size`` attribute counts from 0): writes into it then
+        change no file size, so an fdatasync writes the data alone, with no journal commit
+        (D43). None, the file removed, if ``stop()`` turns true before it is done; on an
+        OSError (ENOSPC: no room) the file is removed and the error raised."""
+        f = WritableFile(path)
+        try:
+            zeros = bytes(PREALLOCATE_CHUNK)
+            left = size
+            while left > 0:
+                if stop():
+                    f.close()
+                    self.remove(path)
+                    return None
+                f.write(zeros[:left] if left < len(zeros) else zeros)
+                left -= len(zeros)
+            f.sync()
+            f.rewind()
+        except BaseException:
+            f.close()
+            self.remove(path)
+            raise
+        return f
 
     def read_all(self, path: str) -> bytes:
         with open(path, "rb") as f:

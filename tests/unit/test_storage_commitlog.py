@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
+import pytest
+
+from ringkv.errors import Corruption
 from ringkv.storage import commitlog_format as fmt
 from ringkv.storage.commitlog_reader import read_segment
-from ringkv.storage.commitlog_writer import CommitLogWriter
+from ringkv.storage.commitlog_writer import PREPARED_NAME, CommitLogWriter
 from ringkv.storage.fs import OsFileSystem
 
 
@@ -231,3 +235,131 @@ def test_group_commit_window_applies_to_a_burst_of_min_writes(tmp_path):
     assert w.fsyncs == 2 and w.writes_synced == 11
     w.close()
     assert len(read_all(tmp_path)) == 11
+
+
+# -- preallocated segments (D43) ---------------------------------------------------------
+SEG = 64 * 1024
+
+
+def _prealloc_writer(path, fs=None, segment_bytes=SEG) -> CommitLogWriter:
+    return CommitLogWriter(fs or OsFileSystem(), str(path), 1, 0, "batch", 10, segment_bytes,
+                           threading.Lock(), preallocate=True)
+
+
+def _put_until(w: CommitLogWriter, start: int, stop: int, value: bytes = b"v" * 100) -> None:
+    for seq in range(start, stop):
+        with w.lock:
+            w.append(seq, fmt.KIND_PUT, b"key%d" % seq, value)
+        w.wait_synced(seq)
+
+
+def _segments(path) -> list[str]:
+    return sorted(n for n in os.listdir(path) if n != PREPARED_NAME)
+
+
+def test_segments_roll_onto_preallocated_files(tmp_path):
+    """Once the first segment is 1/8 full the next one is prepared in the background; the
+    log rolls onto it, and from then on every segment was written full of zeros first (its
+    file is segment_bytes long before it is used). Everything replays in order."""
+    w = _prealloc_writer(tmp_path)
+    _put_until(w, 1, 2001)  # about 240 KB of records: several segments
+    w.close()
+    names = _segments(tmp_path)
+    assert PREPARED_NAME not in os.listdir(tmp_path)  # close removes a prepared file
+    assert len(names) >= 4
+    sizes = [os.path.getsize(tmp_path / n) for n in names]
+    assert sizes[0] < SEG  # the first was appended to: rolled from once the next was ready
+    assert all(s >= SEG for s in sizes[1:-1]), sizes  # zero-filled, then written over
+    assert [r[0] for r in read_all(tmp_path)] == list(range(1, 2001))
+
+
+def test_preallocation_off_appends_as_before(tmp_path):
+    w = CommitLogWriter(OsFileSystem(), str(tmp_path), 1, 0, "batch", 10, SEG,
+                        threading.Lock(), preallocate=False)
+    _put_until(w, 1, 2001)
+    w.close()
+    names = os.listdir(tmp_path)
+    assert PREPARED_NAME not in names
+    # appended segments: none holds more than one write-out past segment_bytes, and none
+    # is a zero-filled SEG-long file with a short log in it
+    assert [r[0] for r in read_all(tmp_path)] == list(range(1, 2001))
+    for n in names:
+        data = (tmp_path / n).read_bytes()
+        assert data.rstrip(b"\0") == data
+
+
+def test_stale_prepared_file_is_removed_at_open(tmp_path):
+    """A crash while the next segment was being zero-filled leaves next-segment.tmp: it is
+    not a segment (never replayed) and the next open removes it."""
+    (tmp_path / PREPARED_NAME).write_bytes(b"\0" * 5000 + b"junk")
+    w = _prealloc_writer(tmp_path)
+    assert PREPARED_NAME not in os.listdir(tmp_path)
+    _put_until(w, 1, 11)
+    w.close()
+    assert [r[0] for r in read_all(tmp_path)] == list(range(1, 11))
+
+
+class _NoRoomToPreallocate(OsFileSystem):
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def open_preallocated(self, path, size, stop):
+        self.tries += 1
+        raise OSError(errno.ENOSPC, "No space left on device (injected)", path)
+
+
+def test_no_room_to_preallocate_falls_back_to_appending(tmp_path):
+    """ENOSPC while preparing is not an error of the log: segments are appended to as
+    before, and preparing is tried again once per roll, not at every write-out."""
+    fs = _NoRoomToPreallocate()
+    w = _prealloc_writer(tmp_path, fs=fs)
+    _put_until(w, 1, 2001)
+    w.close()
+    names = _segments(tmp_path)
+    assert len(names) >= 3
+    assert 1 <= fs.tries <= len(names)
+    assert [r[0] for r in read_all(tmp_path)] == list(range(1, 2001))
+
+
+def _preallocated_log_with_records(tmp_path) -> tuple[str, int]:
+    """A log whose current segment is a preallocated one holding records, then zeros; the
+    writer "crashes" (no close). Returns the segment's path and the last seq written."""
+    w = _prealloc_writer(tmp_path)
+    seq = 1
+    while len(_segments(tmp_path)) < 2:  # the roll onto the prepared file (bounded)
+        assert seq < 5000, "the log never rolled onto a preallocated segment"
+        _put_until(w, seq, seq + 50)
+        seq += 50
+    _put_until(w, seq, seq + 20)
+    w._stop = True  # "crash": no close, nothing more written (the prepared file may stay)
+    w._wake.set()
+    w._thread.join()
+    return str(tmp_path / _segments(tmp_path)[1]), seq + 19
+
+
+def test_torn_record_before_zeros_is_a_torn_tail(tmp_path, caplog):
+    """kill -9 in the middle of a write into a preallocated segment leaves a record cut
+    short with zeros after it: a torn tail (replayed up to it), not corruption."""
+    path, last = _preallocated_log_with_records(tmp_path)
+    fs = OsFileSystem()
+    whole = [r[0] for r in read_segment(fs, path)]
+    assert whole[-1] == last and len(whole) >= 20
+    data = bytearray(open(path, "rb").read())
+    end = len(data.rstrip(b"\0"))
+    assert len(data) >= SEG and end < SEG  # the log's records, then the zero-filled rest
+    data[end - 40:end] = bytes(40)  # the last record's end never reached the disk
+    open(path, "wb").write(data)
+    with caplog.at_level("WARNING"):
+        got = [r[0] for r in read_segment(fs, path)]
+    assert got == whole[:-1]
+    assert "torn tail" in caplog.text
+
+
+def test_bad_record_inside_preallocated_segment_is_corruption(tmp_path):
+    """Damage before the last record is still corruption when zeros follow the records."""
+    path, _ = _preallocated_log_with_records(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    data[fmt.HEADER_SIZE + 20] ^= 0xFF  # inside the first record
+    open(path, "wb").write(data)
+    with pytest.raises(Corruption):
+        list(read_segment(OsFileSystem(), path))
