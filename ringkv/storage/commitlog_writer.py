@@ -27,16 +27,17 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
   commit covering every waiter so far, and periodic/off write-outs re-arm themselves.
 
-Preallocated segments (D43, ``preallocate_segments``, real files only): once the current
-segment is ``1/PREPARE_AT_FRACTION`` full, a short-lived thread writes the next one as
-``PREPARED_NAME``, zero-filled to ``segment_bytes`` and synced; the roll writes its header,
-syncs it and renames it into place, and the log writes on over its zeros. An fdatasync
-then changes no file size, so the file system commits no metadata with it (on ext4
-about 0.7x the wall time and CPU of one into a growing file, bench/fsync_prealloc.py). A segment that is not
-preallocated (the first one, or one opened before its successor was ready) is rolled
-from as soon as a prepared one is. A crash leaves at most a prepared file, removed at
-the next open, or a renamed one holding a header and zeros: an empty segment to replay.
-A prepared file that finds no room is given up until the next roll.
+Preallocated segments (D43, ``preallocate_segments``; not under a scheduler): once the
+current segment is ``1/PREPARE_AT_FRACTION`` full, a short-lived thread writes the next
+one as ``PREPARED_NAME``, zero-filled to ``segment_bytes`` and synced; the roll writes its
+header, syncs it and renames it into place, and the log writes on over its zeros. An
+fdatasync then changes no file size, so the file system commits no metadata with it (on
+ext4 about 0.7x the wall time and CPU of one into a growing file,
+bench/fsync_prealloc.py). A segment that is not preallocated (the first one, or one opened
+before its successor was ready) is rolled from as soon as a prepared one is. A crash
+leaves at most a prepared file, removed at the next open, or a renamed one holding a
+header and zeros: an empty segment to replay. A prepared file that finds no room is given
+up until the next roll.
 
 A full disk (ENOSPC or EDQUOT from a segment ``write``) does not stop the log (D42): the
 part-written bytes are cut off again (``truncate``), the group's records go back to the

@@ -9,6 +9,10 @@ mid-flush, mid-compaction or mid-group-commit; ``crash()`` then throws away ever
 durable and unfreezes, ready for a fresh ``Engine.open`` on the same object.
 ``capacity`` sets what ``free_bytes`` reports; with ``enforce_capacity`` a write past it
 writes what fits and fails with ENOSPC, as a full disk does (D42).
+
+A preallocated file (``open_preallocated``, D43) is zeros, synced, written over from its
+start: a crash keeps what was written over it up to its last ``sync()`` and zeros after
+that, as a real disk keeps the synced zeros where later writes were not synced.
 """
 
 from __future__ import annotations
@@ -20,13 +24,25 @@ from typing import Callable, Optional
 
 
 class _Node:
-    """A file: its bytes, of which the first ``synced`` survive a crash (files only grow)."""
+    """A file: its bytes, of which the first ``synced`` survive a crash (files only grow).
 
-    __slots__ = ("data", "synced")
+    A preallocated one (``prealloc`` > 0, its zero-filled size): the first ``synced`` bytes
+    written over its zeros survive as written, the rest up to ``prealloc`` as zeros."""
+
+    __slots__ = ("data", "synced", "prealloc")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.synced = 0
+        self.prealloc = 0
+
+    def lose_unsynced(self) -> None:
+        """A crash: keep only what is durable."""
+        if self.prealloc:
+            keep = self.data[:self.synced]
+            self.data = keep + bytes(max(self.prealloc - len(keep), 0))
+        else:
+            del self.data[self.synced:]
 
 
 class MemWritableFile:
@@ -36,23 +52,30 @@ class MemWritableFile:
 
     def write(self, data: bytes) -> None:
         self._fs._mutate(self._epoch)
+        node = self._node
+        if node.prealloc:  # written over the zeros from the current position
+            node.data[self.size:self.size + len(data)] = data
+            self.size += len(data)
+            return
         if self._fs.enforce_capacity:  # a full disk: what fits is written, then ENOSPC
             room = self._fs.free_bytes(self.path)
             if len(data) > room:
-                self._node.data += data[:max(room, 0)]
+                node.data += data[:max(room, 0)]
                 raise OSError(errno.ENOSPC, "No space left on device (simulated)", self.path)
-        self._node.data += data
+        node.data += data
         self.size += len(data)
 
     def truncate(self, size: int) -> None:
         self._fs._mutate(self._epoch)
         del self._node.data[size:]
         self._node.synced = min(self._node.synced, size)
+        self._node.prealloc = min(self._node.prealloc, size)
         self.size = size
 
     def sync(self) -> None:
         self._fs._mutate(self._epoch)
-        self._node.synced = len(self._node.data)  # a length, not a copy: O(1) per fsync
+        node = self._node  # a length, not a copy: O(1) per fsync
+        node.synced = self.size if node.prealloc else len(node.data)
 
     def close(self) -> None:
         pass
@@ -101,7 +124,7 @@ class MemFileSystem:
         with self._lock:
             self._live = dict(self._durable)
             for node in self._live.values():
-                del node.data[node.synced:]
+                node.lose_unsynced()
             self._budget = None
             self.epoch += 1
 
@@ -121,6 +144,23 @@ class MemFileSystem:
         with self._lock:
             self._mutate()
             node = _Node()
+            self._live[path] = node
+            return MemWritableFile(self, path, node)
+
+    def open_preallocated(self, path: str, size: int,
+                          stop: Callable[[], bool]) -> Optional[MemWritableFile]:
+        """A new file of ``size`` zeros, synced, open for writing from its start (see
+        OsFileSystem.open_preallocated); one mutating call. Its name is durable only once
+        its directory is synced."""
+        if stop():
+            return None
+        if self.enforce_capacity and size > self.free_bytes(path):
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)", path)
+        with self._lock:
+            self._mutate()
+            node = _Node()
+            node.data = bytearray(size)
+            node.prealloc = size
             self._live[path] = node
             return MemWritableFile(self, path, node)
 

@@ -13,6 +13,7 @@ from ringkv.storage import commitlog_format as fmt
 from ringkv.storage.commitlog_reader import read_segment
 from ringkv.storage.commitlog_writer import PREPARED_NAME, CommitLogWriter
 from ringkv.storage.fs import OsFileSystem
+from ringkv.testing.fs import MemFileSystem
 
 
 def make_writer(path, mode="off", segment_bytes=1 << 20, start_seq=0, lock=None) -> CommitLogWriter:
@@ -363,3 +364,24 @@ def test_bad_record_inside_preallocated_segment_is_corruption(tmp_path):
     open(path, "wb").write(data)
     with pytest.raises(Corruption):
         list(read_segment(OsFileSystem(), path))
+
+
+def test_in_memory_preallocated_file_keeps_synced_writes_and_zeros_at_a_crash():
+    """The power-loss tests' model of a preallocated file (ringkv/testing/fs.py): after a
+    crash, what was written over the zeros survives up to the last sync, zeros after it;
+    the file's name survives only once its directory was synced."""
+    fs = MemFileSystem()
+    f = fs.open_preallocated("/d/seg", 64, lambda: False)
+    fs.sync_dir("/d")
+    f.write(b"a" * 10)
+    f.sync()
+    f.write(b"b" * 10)  # not synced
+    assert fs.read_all("/d/seg") == b"a" * 10 + b"b" * 10 + bytes(44)
+    fs.crash()
+    assert fs.read_all("/d/seg") == b"a" * 10 + bytes(54)
+    g = fs.open_preallocated("/d/other", 64, lambda: False)  # its directory never synced
+    g.write(b"c")
+    g.sync()
+    fs.crash()
+    assert not fs.exists("/d/other")
+    assert fs.open_preallocated("/d/x", 64, lambda: True) is None  # stopped before it began
