@@ -38,7 +38,7 @@ from typing import Any, Callable, Coroutine, Sequence, TypeVar, Union
 from ringkv.config import LimitsConfig
 from ringkv.errors import (AuthenticationFailed, InvalidRequest, RingkvError, Timeout, TooLarge,
                            Unavailable)
-from ringkv.net.transport import RpcClient, is_no_reply, is_peer_unreachable
+from ringkv.net.transport import RpcClient, is_no_reply, is_outcome_unknown, is_peer_unreachable
 from ringkv.ring import NodeInfo, Ring, token_for
 
 log = logging.getLogger(__name__)
@@ -166,15 +166,15 @@ class AsyncClient:
         else:
             node = plan[j]
         retries_left, unreachable, delay, n = self.retries, 0, self.backoff, 1
-        timed_out: Timeout | None = None  # a write's earlier try whose outcome is unknown
+        uncertain: RingkvError | None = None  # a write's earlier try whose outcome is unknown
         while True:
             try:
                 return await self._rpc.call(node.host, node.port, method, body, self.timeout)
             except RingkvError as exc:
-                if method != "get" and isinstance(exc, Timeout):
-                    timed_out = exc
-                elif timed_out is not None and (not exc.retriable or retries_left <= 0):
-                    raise _unknown_outcome(timed_out, exc) from exc
+                if method != "get" and (isinstance(exc, Timeout) or is_outcome_unknown(exc)):
+                    uncertain = exc
+                elif uncertain is not None and (not exc.retriable or retries_left <= 0):
+                    raise _unknown_outcome(uncertain, exc) from exc
                 if not exc.retriable:
                     raise
                 if targets is None:
@@ -391,13 +391,16 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _unknown_outcome(timed_out: Timeout, last: RingkvError) -> Timeout:
+def _unknown_outcome(uncertain: RingkvError, last: RingkvError) -> Timeout:
     """The error for a write whose retry failed with ``last`` (say StorageFull or
-    Unavailable: "nothing was written") after an earlier try timed out: that try may have
-    been applied, so the caller gets a Timeout (outcome unknown) naming both, never the
-    "nothing written" of the last try alone."""
-    return Timeout(timed_out.required, timed_out.received,
-                   f"an earlier try timed out and may have been applied; the last try: {last}")
+    Unavailable: "nothing was written") after an earlier try timed out or lost its
+    connection in flight: that try may have been applied, so the caller gets a Timeout
+    (outcome unknown) naming both, never the "nothing written" of the last try alone."""
+    if isinstance(uncertain, Timeout):
+        return Timeout(uncertain.required, uncertain.received,
+                       f"an earlier try timed out and may have been applied; the last try: {last}")
+    return Timeout(1, 0, f"an earlier try lost its connection in flight and may have been "
+                         f"applied ({uncertain}); the last try: {last}")
 
 
 __all__ = ["AsyncClient", "Client", "Resolver"]

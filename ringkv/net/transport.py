@@ -16,7 +16,9 @@ Contracts:
 - Client: ``call`` raises the RingkvError the server sent, ``Timeout(1, 0)`` after the
   per-request timeout, ``Unavailable(1, 0)`` when the peer cannot be reached or the
   connection breaks with the call in flight (:func:`is_peer_unreachable` and
-  :func:`is_no_reply` tell these apart from the same errors sent by the peer), ``TooLarge``
+  :func:`is_no_reply` tell these apart from the same errors sent by the peer;
+  :func:`is_outcome_unknown` marks the broken connection's calls, which the peer may have
+  applied), ``TooLarge``
   before sending a frame over the limit. Broken connections are dropped from the pool and
   reopened by the next call. Request timeouts cost no timer each: a connection keeps its
   requests' deadlines in send order and one timer for the earliest
@@ -89,6 +91,21 @@ def _unreachable(detail: str) -> Unavailable:
     err = Unavailable(1, 0, detail)
     err.peer_unreachable = True  # type: ignore[attr-defined]
     return err
+
+
+def _lost_in_flight(detail: str) -> Unavailable:
+    """The error of a call whose connection broke after it was queued to be sent: the
+    peer may have received and applied it (see :func:`is_outcome_unknown`)."""
+    err = _unreachable(detail)
+    err.outcome_unknown = True  # type: ignore[attr-defined]
+    return err
+
+
+def is_outcome_unknown(err: BaseException) -> bool:
+    """True for an error this layer raised for a call that may have reached the peer and
+    been applied there: its connection broke while the call was in flight. (A
+    ``Timeout`` is always an unknown outcome; this covers the broken connection.)"""
+    return bool(getattr(err, "outcome_unknown", False))
 
 
 def is_peer_unreachable(err: BaseException) -> bool:
@@ -465,7 +482,8 @@ class _ClientProtocol(asyncio.Protocol):
             why += (" before any reply; a node that serves TLS closes plaintext connections "
                     "like this: if the cluster uses TLS, give the client its CA (Client(ssl="
                     "ringkv.net.tls.client_context(ca_file)), or RINGKV_TLS_CA_FILE for the CLI)")
-        self._fail_all(_unreachable(why))
+        self._fail_all(_unreachable(why), _lost_in_flight(why + "; the request was in flight "
+                                                        "and may have been applied"))
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
@@ -490,7 +508,10 @@ class _ClientProtocol(asyncio.Protocol):
                 self._fail_all(frames.ProtocolError("client got a request message"))
                 return
 
-    def _fail_all(self, exc: RingkvError) -> None:
+    def _fail_all(self, exc: RingkvError, in_flight: RingkvError | None = None) -> None:
+        """Fail the connection with ``exc`` (kept for calls sent after it broke) and every
+        pending call with ``in_flight`` if given (they may have reached the peer), else
+        with ``exc``."""
         if not self.lost:
             self.lost = True
             self.failure = exc
@@ -501,9 +522,10 @@ class _ClientProtocol(asyncio.Protocol):
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle, self._sweep_at = None, _NEVER
+        err = exc if in_flight is None else in_flight
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(err)
 
     def send(self, method: str, body: dict) -> tuple[int, asyncio.Future]:
         """Queue one request; its id and the future of the reply (no timeout)."""
@@ -719,4 +741,5 @@ def _expire(conn: _ClientProtocol, rid: int, fut: asyncio.Future, method: str,
         fut.set_exception(err)
 
 
-__all__ = ["RpcServer", "RpcClient", "Handler", "is_peer_unreachable", "is_no_reply"]
+__all__ = ["RpcServer", "RpcClient", "Handler", "is_peer_unreachable", "is_no_reply",
+           "is_outcome_unknown"]

@@ -38,6 +38,8 @@ class FakeCluster:
         self.calls: list[tuple[str, str, bytes | None]] = []
         self.faults: dict[str, Fault] = {}
         self.silent: set[str] = set()  # nodes that accept requests and never answer
+        # True: the next put is applied, then its node closes every connection unanswered
+        self.vanish_after_put = False
         self.ring: Ring | None = None
 
     async def start(self) -> "FakeCluster":
@@ -75,7 +77,12 @@ class FakeCluster:
                         "replication": {"dc1": self.rf}}
             if nid not in self.replicas(body["key"]):
                 raise InvalidRequest(f"{nid} does not replicate this key")
-            return getattr(self, "_" + method)(body)
+            reply = getattr(self, "_" + method)(body)
+            if method == "put" and self.vanish_after_put:
+                self.vanish_after_put = False
+                asyncio.ensure_future(self.servers[nid].close())
+                return asyncio.Event().wait()  # no reply: the connection closes first
+            return reply
         return handle
 
     def _get(self, body: dict) -> dict:
@@ -197,6 +204,9 @@ async def test_no_node_reachable_is_unavailable(cluster):
     async with AsyncClient(cluster.seeds, retries=1, backoff=0.001) as db:
         await db.connect()
         await cluster.stop()
+        # let the client see its pooled connections close: a put sent on one it has not yet
+        # seen close is in flight when it breaks, an unknown outcome (reported as Timeout)
+        await asyncio.sleep(0.1)
         with pytest.raises(Unavailable):
             await db.put(b"k", b"v")
 
@@ -268,6 +278,35 @@ async def test_a_write_whose_retry_is_refused_after_a_timeout_reports_an_unknown
         assert (await db.get(b"k"))[0] == [b"v"]  # it was applied
         with pytest.raises(Unavailable):  # no earlier timeout: the error stays as it is
             await db.delete(b"k")
+
+
+async def test_a_write_whose_connection_broke_in_flight_then_refused_reports_an_unknown_outcome(cluster):
+    """A node applies a put and its connection breaks before the reply (the node goes
+    away); the client fails over and the retry is refused with "nothing written". The
+    first try may have been applied, so the caller gets a Timeout (outcome unknown) naming
+    both, not the StorageFull alone."""
+    tries = {"n": 0}
+
+    def refused_after_the_first(method: str, body: dict) -> None:
+        if method == "put":
+            tries["n"] += 1
+            if tries["n"] > 1:
+                raise StorageFull("/data", 0, 1 << 20)
+
+    for nid in cluster.ids:
+        cluster.faults[nid] = refused_after_the_first
+    cluster.vanish_after_put = True  # the first put is applied, then its node closes
+    async with AsyncClient(cluster.seeds, retries=3, backoff=0.001, timeout=5.0) as db:
+        with pytest.raises(Timeout, match="lost its connection in flight and may have been "
+                                          "applied.*storage full") as info:
+            await db.put(b"k", b"v")
+        assert isinstance(info.value.__cause__, StorageFull)
+        assert tries["n"] == 2
+        assert (await db.get(b"k"))[0] == [b"v"]  # it was applied
+        # the next write starts afresh: refused is refused, though its first node may be
+        # the one that went away (refused to connect: that request never left)
+        with pytest.raises(StorageFull):
+            await db.put(b"k3", b"v")
 
 
 async def test_limits_are_checked_before_sending(cluster):
