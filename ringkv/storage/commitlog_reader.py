@@ -50,7 +50,7 @@ def read_segment(fs: Any, path: str) -> Iterator[Record]:
         length, crc = unpack_frame(data, pos)
         start = pos + 8
         if length > fmt.MAX_RECORD or length < head_size:
-            if length == 0 and crc == 0 and len(data.rstrip(b"\0")) <= pos:
+            if length == 0 and crc == 0 and _records_end(data) <= pos:
                 # a preallocated segment's unused part (D43): the normal end of its records
                 log.debug("commit log %s: zero-filled tail at offset %d", path, pos)
                 return
@@ -72,22 +72,30 @@ def read_segment(fs: Any, path: str) -> Iterator[Record]:
 
 def _torn(path: str, data: bytes, pos: int, why: str) -> None:
     """A bad record at ``pos``: a torn tail (warn) unless a valid record follows (raise)."""
-    later = _next_valid_record(data, pos + 1)
+    records_end = _records_end(data)
+    later = _next_valid_record(data, pos + 1, records_end)
     if later is not None:
         raise Corruption(path, pos, f"{why}; a valid record follows at offset {later}")
-    trailing = max(len(data.rstrip(b"\0")) - pos, 0)  # a preallocated segment's zeros not counted
+    trailing = max(records_end - pos, 0)  # a preallocated segment's zeros not counted
     log.warning("commit log %s: torn tail at offset %d (%s); replayed up to the last whole "
                 "record, %d trailing bytes ignored", path, pos, why, trailing)
 
 
-def _next_valid_record(data: bytes, start: int) -> int | None:
-    """Offset of the first checksum-valid record at or after ``start`` (slow path)."""
+def _records_end(data: bytes) -> int:
+    """Where a segment's zero-filled tail starts (its length if it has none): a
+    preallocated segment's unused part (D43)."""
+    return len(data.rstrip(b"\0"))
+
+
+def _next_valid_record(data: bytes, start: int, records_end: int) -> int | None:
+    """Offset of the first checksum-valid record at or after ``start`` and before
+    ``records_end`` (slow path)."""
     end = len(data)
     unpack_frame = fmt.FRAME.unpack_from
     head_size = fmt.PAYLOAD_HEAD.size
     # a record's length field is not zero, so none starts in a zero-filled tail (D43: a
     # preallocated segment's unused part); skipping it keeps a torn tail's check short
-    last_start = min(end - 8 - head_size, len(data.rstrip(b"\0")) - 1)
+    last_start = min(end - 8 - head_size, records_end - 1)
     for pos in range(start, last_start + 1):
         length, crc = unpack_frame(data, pos)
         if head_size <= length <= end - pos - 8 and crc32c(data[pos + 8:pos + 8 + length]) == crc:

@@ -517,12 +517,14 @@ class CommitLogWriter:
     def _open_segment(self, segment_id: int) -> None:
         path = os.path.join(self._dir, fmt.segment_name(segment_id))
         head = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 0, segment_id)
+        head += crc32c(head).to_bytes(4, "little")
         prepared = self._take_prepared()
-        if prepared is not None and self._use_prepared(prepared, path, head, segment_id):
+        if prepared is not None and self._use_prepared(prepared, path, head):
+            self._install(prepared, segment_id, preallocated=True)
             return
         f = self._fs.open_write(path)
         try:
-            f.write(head + crc32c(head).to_bytes(4, "little"))
+            f.write(head)
             if self._mode != "off":
                 f.sync()
                 self._fs.sync_dir(self._dir)
@@ -533,9 +535,15 @@ class CommitLogWriter:
             except OSError:
                 pass
             raise
+        self._install(f, segment_id, preallocated=False)
+
+    def _install(self, f: Any, segment_id: int, preallocated: bool) -> None:
+        """Make ``f`` (its header durable) the segment records are written to."""
         self._file, self._segment_id = f, segment_id
         self._seg_start = self._seg_max_seq = self.written_seq
-        self._seg_preallocated = False
+        self._seg_preallocated = preallocated
+        if preallocated:
+            self.preallocated_segments += 1
 
     # -- preallocated segments (D43) ---------------------------------------------------
     def _start_prepare(self) -> None:
@@ -578,14 +586,14 @@ class CommitLogWriter:
                 self._prep_state = "idle"
         return f
 
-    def _use_prepared(self, f: Any, path: str, head: bytes, segment_id: int) -> bool:
-        """Make the prepared file segment ``segment_id``: header written and synced first,
-        then renamed into place and the directory synced, so a crash leaves either no
-        segment or one with a whole header. False (and the file removed) on an error: the
-        caller opens a plain segment."""
+    def _use_prepared(self, f: Any, path: str, head: bytes) -> bool:
+        """Make the prepared file the segment at ``path``: header written and synced
+        first, then renamed into place and the directory synced, so a crash leaves either
+        no segment or one with a whole header. False (and the file removed) on an error:
+        the caller opens a plain segment."""
         prepared_path = os.path.join(self._dir, PREPARED_NAME)
         try:
-            f.write(head + crc32c(head).to_bytes(4, "little"))
+            f.write(head)
             if self._mode != "off":
                 f.sync()
             self._fs.rename(prepared_path, path)
@@ -599,10 +607,6 @@ class CommitLogWriter:
             log.warning("commit log: the preallocated segment could not be used (%s); "
                         "appending to a new one", e)
             return False
-        self._file, self._segment_id = f, segment_id
-        self._seg_start = self._seg_max_seq = self.written_seq
-        self._seg_preallocated = True
-        self.preallocated_segments += 1
         return True
 
     def _discard_prepared(self) -> None:

@@ -281,8 +281,7 @@ def test_preallocation_off_appends_as_before(tmp_path):
     w.close()
     names = os.listdir(tmp_path)
     assert PREPARED_NAME not in names
-    # appended segments: none holds more than one write-out past segment_bytes, and none
-    # is a zero-filled SEG-long file with a short log in it
+    # appended segments: none ends in zeros (none was zero-filled before use)
     assert [r[0] for r in read_all(tmp_path)] == list(range(1, 2001))
     for n in names:
         data = (tmp_path / n).read_bytes()
