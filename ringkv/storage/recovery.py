@@ -84,7 +84,8 @@ def _replay(fs: Any, log_dir: str, flushed_seq: int, merge: Optional[MergeFn]) -
     last_seq = flushed_seq
     unpack_f64 = clf.F64.unpack_from
     for sid in segments:
-        for seq, kind, key, body in read_segment(fs, os.path.join(log_dir, clf.segment_name(sid))):
+        for seq, kind, key, body in read_segment(fs, os.path.join(log_dir, clf.segment_name(sid)),
+                                                   newest=sid == segments[-1]):
             if seq <= flushed_seq:
                 continue
             if kind == clf.KIND_PUT:

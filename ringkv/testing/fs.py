@@ -13,6 +13,12 @@ writes what fits and fails with ENOSPC, as a full disk does (D42).
 A preallocated file (``open_preallocated``, D43) is zeros, synced, written over from its
 start: a crash keeps what was written over it up to its last ``sync()`` and zeros after
 that, as a real disk keeps the synced zeros where later writes were not synced.
+
+``crash(rng)`` is a harsher power loss, still within what POSIX allows: the kernel writes
+dirty pages back in any order, so of what was written after a file's last ``sync()`` each
+512-byte block (``BLOCK``, on file offsets) independently survives or is lost (zeros, as
+the disk held there), and an appended file keeps any length between its synced size and
+its written one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import random
 from typing import Callable, Optional
+
+BLOCK = 512  # the unit out-of-order writeback keeps or loses in crash(rng): a disk sector
 
 
 class _Node:
@@ -36,13 +45,22 @@ class _Node:
         self.synced = 0
         self.prealloc = 0
 
-    def lose_unsynced(self) -> None:
-        """A crash: keep only what is durable."""
-        if self.prealloc:
-            keep = self.data[:self.synced]
-            self.data = keep + bytes(max(self.prealloc - len(keep), 0))
+    def lose_unsynced(self, rng: Optional[random.Random] = None) -> None:
+        """A crash: keep only what is durable; with ``rng``, also some unsynced blocks,
+        in no order (see the module docstring)."""
+        written, synced = self.data, self.synced
+        if self.prealloc:  # a size change is not durable: zeros up to the zero-filled size
+            size = max(self.prealloc, synced)
+            self.data = written[:synced] + bytes(max(size - synced, 0))
         else:
-            del self.data[self.synced:]
+            size = synced if rng is None else rng.randint(synced, len(written))
+            self.data = written[:synced] + bytes(size - synced)
+        if rng is None:
+            return
+        for block in range(synced // BLOCK * BLOCK, min(size, len(written)), BLOCK):
+            if rng.random() < 0.5:  # this block reached the disk before the power failed
+                lo, hi = max(block, synced), min(block + BLOCK, size, len(written))
+                self.data[lo:hi] = written[lo:hi]
 
 
 class MemWritableFile:
@@ -119,12 +137,13 @@ class MemFileSystem:
         """After ``n`` more mutating calls, fail every mutating call with EIO."""
         self._budget = n
 
-    def crash(self) -> None:
-        """Lose everything not durable; handles opened before the crash stop working."""
+    def crash(self, rng: Optional[random.Random] = None) -> None:
+        """Lose everything not durable; handles opened before the crash stop working.
+        With ``rng``, out-of-order writeback: some unsynced blocks survive (module doc)."""
         with self._lock:
             self._live = dict(self._durable)
             for node in self._live.values():
-                node.lose_unsynced()
+                node.lose_unsynced(rng)
             self._budget = None
             self.epoch += 1
 

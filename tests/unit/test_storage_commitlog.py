@@ -10,7 +10,7 @@ import pytest
 
 from ringkv.errors import Corruption
 from ringkv.storage import commitlog_format as fmt
-from ringkv.storage.commitlog_reader import read_segment
+from ringkv.storage.commitlog_reader import BLOCK, read_segment
 from ringkv.storage.commitlog_writer import PREPARED_NAME, CommitLogWriter
 from ringkv.storage.fs import OsFileSystem
 from ringkv.testing.fs import MemFileSystem
@@ -363,6 +363,67 @@ def test_bad_record_inside_preallocated_segment_is_corruption(tmp_path):
     open(path, "wb").write(data)
     with pytest.raises(Corruption):
         list(read_segment(OsFileSystem(), path))
+
+
+def _record_offsets(data: bytes) -> list[int]:
+    """Where each record of a preallocated segment starts, up to its zero-filled tail."""
+    pos, out = fmt.HEADER_SIZE, []
+    while fmt.FRAME.unpack_from(data, pos)[0]:
+        out.append(pos)
+        pos += 8 + fmt.FRAME.unpack_from(data, pos)[0]
+    return out
+
+
+@pytest.mark.parametrize("hole", ["whole-block", "record-to-block-boundary"])
+def test_lost_writeback_in_newest_segment_ends_the_replay(tmp_path, caplog, hole):
+    """Power loss with out-of-order writeback (D44): a block written after the last fsync
+    never reached the disk (zeros, as the preallocated file held there) while later blocks
+    did, so whole records follow the damage. In the newest segment those records were
+    never acknowledged: the replay stops before the damaged record and says so. In an
+    older segment (synced whole before the next began) the same damage is corruption."""
+    path, _ = _preallocated_log_with_records(tmp_path)
+    fs = OsFileSystem()
+    whole = [r[0] for r in read_segment(fs, path)]
+    data = bytearray(open(path, "rb").read())
+    offsets = _record_offsets(data)
+    assert len(offsets) == len(whole) >= 20
+    if hole == "whole-block":  # inside the span of the record over the block's start
+        lo = (offsets[5] // BLOCK + 1) * BLOCK
+        hi = lo + BLOCK
+        first_bad = max(i for i, o in enumerate(offsets) if o <= lo)
+    else:  # the last fsync ended at a record's start, mid-block; the rest of the block lost
+        lo = offsets[5] if offsets[5] % BLOCK else offsets[6]
+        hi = (lo // BLOCK + 1) * BLOCK
+        first_bad = offsets.index(lo)
+    assert offsets[-1] > hi  # whole records after the hole
+    data[lo:hi] = bytes(hi - lo)
+    open(path, "wb").write(data)
+    with caplog.at_level("WARNING"):
+        got = [r[0] for r in read_segment(fs, path, newest=True)]
+    assert got == whole[:first_bad]
+    assert f"zeros at offsets {lo}-{hi}" in caplog.text and "never acknowledged" in caplog.text
+    with pytest.raises(Corruption, match="a valid record follows"):
+        list(read_segment(fs, path))
+
+
+def test_damage_other_than_a_hole_is_corruption_in_the_newest_segment(tmp_path):
+    """Only zeros where blocks were lost pass as unacknowledged writes: other damage with
+    whole records after it (a flipped byte, or zeros that reach no block boundary) is
+    corruption in the newest segment too."""
+    path, _ = _preallocated_log_with_records(tmp_path)
+    data = bytes(open(path, "rb").read())
+    offsets = _record_offsets(data)
+    damaged = bytearray(data)
+    damaged[offsets[5] + 30] ^= 0xFF
+    open(path, "wb").write(damaged)
+    with pytest.raises(Corruption):
+        list(read_segment(OsFileSystem(), path, newest=True))
+    damaged = bytearray(data)
+    start = next(o for o in offsets[5:] if (o // BLOCK + 1) * BLOCK - o > 64)
+    damaged[start:start + 32] = bytes(32)  # zeros from a record's start, short of a boundary
+    open(path, "wb").write(damaged)
+    with pytest.raises(Corruption):
+        list(read_segment(OsFileSystem(), path, newest=True))
 
 
 def test_in_memory_preallocated_file_keeps_synced_writes_and_zeros_at_a_crash():
