@@ -30,6 +30,10 @@ KIND_PUT_BASE = 4  # body: value; merge mode: a base that shadows the key's olde
 SUFFIX = ".log"
 
 
+# the next segment while it is preallocated (D43): never replayed, removed at every open
+PREPARED_NAME = "next-segment.tmp"
+
+
 def segment_name(segment_id: int) -> str:
     """File name of a segment; names sort in segment order."""
     return f"{segment_id:016d}{SUFFIX}"

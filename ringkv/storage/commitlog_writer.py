@@ -36,8 +36,10 @@ ext4 about 0.7x the wall time and CPU of one into a growing file,
 bench/fsync_prealloc.py). A segment that is not preallocated (the first one, or one opened
 before its successor was ready) is rolled from as soon as a prepared one is. A crash
 leaves at most a prepared file, removed at the next open, or a renamed one holding a
-header and zeros: an empty segment to replay. A prepared file that finds no room is given
-up until the next roll.
+header and zeros: an empty segment to replay. Preparing starts only while the disk has
+room for the zeros, the rest of the current segment and the engine's free-space floor
+(``keep_free_bytes``), so the zeros never fill the disk under the log's own writes; one
+that finds no room is given up until the next roll.
 
 A full disk (ENOSPC or EDQUOT from a segment ``write``) does not stop the log (D42): the
 part-written bytes are cut off again (``truncate``), the group's records go back to the
@@ -79,7 +81,7 @@ GATHER_YIELDS = 16  # batch mode: most GIL yields a leader makes while writers k
 SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk: the log stalls (D42)
 STALL_RETRY_S = 0.5  # stalled: how often the syncer tries the write again
 STALL_WAIT_S = 10.0  # stalled: how long a blocking writer waits before LogStalled
-PREPARED_NAME = "next-segment.tmp"  # the next segment while it is preallocated (D43)
+PREPARED_NAME = fmt.PREPARED_NAME  # the next segment while it is preallocated (D43)
 PREPARE_AT_FRACTION = 8  # start preparing the next segment once this share of the current is used
 
 
@@ -97,7 +99,7 @@ class CommitLogWriter:
                  lock: threading.Lock, *, scheduler: Any = None,
                  group_commit_window_us: int = 0, group_commit_min_writes: int = 1,
                  inline_sync_min_records: int = 0, fsync_thread_batch_sched: bool = True,
-                 preallocate: bool = False) -> None:
+                 preallocate: bool = False, keep_free_bytes: int = 0) -> None:
         self._fs, self._dir = fs, directory
         self._mode = sync_mode
         self._period = max(sync_period_ms, 1) / 1000.0
@@ -135,6 +137,9 @@ class CommitLogWriter:
         # under the simulator's scheduler (no threads there)
         self._prealloc = (preallocate and scheduler is None
                           and hasattr(fs, "open_preallocated"))
+        # preparing needs this much free first: the zeros, room for the rest of the current
+        # segment, and the engine's free-space floor (D36), which the zeros must not breach
+        self._prep_needs = 2 * segment_bytes + max(keep_free_bytes, 0)
         self._prep_lock = threading.Lock()  # guards the three below
         self._prep_state = "idle"  # "running", "ready" (in _prepared) or "failed" (until a roll)
         self._prepared: Any = None  # the prepared WritableFile once ready
@@ -559,12 +564,18 @@ class CommitLogWriter:
     def _prepare(self) -> None:
         """The preparing thread: zero-fill and sync the next segment, then hand it over."""
         path = os.path.join(self._dir, PREPARED_NAME)
+        f = None
         try:
-            f = self._fs.open_preallocated(path, self._segment_bytes, lambda: self._stop)
+            free = self._fs.free_bytes(self._dir)
+            if free < self._prep_needs:  # the zeros would take the room the writes need
+                log.info("commit log: %.1f MiB free, under the %.1f MiB that preallocating "
+                         "the next segment needs; it will be appended to instead",
+                         free / 2**20, self._prep_needs / 2**20)
+            else:
+                f = self._fs.open_preallocated(path, self._segment_bytes, lambda: self._stop)
         except OSError as e:  # no room for it: segments are appended to as before
             log.info("commit log: cannot preallocate the next segment (%s); it will be "
                      "appended to instead", e)
-            f = None
         with self._prep_lock:
             if f is None or self._stop:
                 self._prep_state = "failed"

@@ -114,7 +114,8 @@ class Engine:
                                         group_commit_min_writes=cfg.group_commit_min_writes,
                                         inline_sync_min_records=cfg.inline_sync_min_records,
                                         fsync_thread_batch_sched=cfg.fsync_thread_batch_sched,
-                                        preallocate=cfg.preallocate_segments)
+                                        preallocate=cfg.preallocate_segments,
+                                        keep_free_bytes=cfg.min_free_bytes)
         except BaseException:
             for t in self._view[2]:
                 t.close()

@@ -53,6 +53,9 @@ def recover(fs: Any, path: str, merge: Optional[MergeFn], cache: BlockCache,
             state = manifest.ManifestState()
             manifest.save(fs, path, state)
         fs.remove(os.path.join(path, manifest.TMP_NAME))
+        # a segment being preallocated when the process died holds no records (D43); it
+        # goes before the replay, whose flush may need the room it takes on a full disk
+        fs.remove(os.path.join(log_dir, clf.PREPARED_NAME))
         _remove_orphans(fs, sst_dir, set(state.tables))
         tables: list[SSTableReader] = []
         try:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import random
+import threading
 from typing import Callable, Optional
 
 BLOCK = 512  # the unit out-of-order writeback keeps or loses in crash(rng): a disk sector

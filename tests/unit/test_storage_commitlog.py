@@ -321,6 +321,44 @@ def test_no_room_to_preallocate_falls_back_to_appending(tmp_path):
     assert [r[0] for r in read_all(tmp_path)] == list(range(1, 2001))
 
 
+class _LittleFreeSpace(OsFileSystem):
+    """A disk with ``free`` bytes free whatever is written (preparing is counted)."""
+
+    def __init__(self, free: int) -> None:
+        self.free, self.tries = free, 0
+
+    def free_bytes(self, path):
+        return self.free
+
+    def open_preallocated(self, path, size, stop):
+        self.tries += 1
+        return super().open_preallocated(path, size, stop)
+
+
+@pytest.mark.parametrize("keep_free", [0, 10 * SEG])
+def test_the_next_segment_is_prepared_only_with_room_to_spare(tmp_path, keep_free):
+    """Zero-filling a segment on a nearly full disk would take the room the log's own
+    writes need (they would stall on ENOSPC, D42) and push the free space under the
+    engine's floor (D36). So preparing starts only with 2 x segment_bytes plus that floor
+    free; below it the log appends, as without preallocation."""
+    (tmp_path / "tight").mkdir()
+    (tmp_path / "roomy").mkdir()
+    tight = _LittleFreeSpace(2 * SEG + keep_free - 1)
+    w = CommitLogWriter(tight, str(tmp_path / "tight"), 1, 0, "batch", 10, SEG, threading.Lock(),
+                        preallocate=True, keep_free_bytes=keep_free)
+    _put_until(w, 1, 2001)
+    w.close()
+    assert len(_segments(tmp_path / "tight")) >= 3 and tight.tries == 0
+    assert w.preallocated_segments == 0
+    roomy = _LittleFreeSpace(2 * SEG + keep_free)
+    w = CommitLogWriter(roomy, str(tmp_path / "roomy"), 1, 0, "batch", 10, SEG, threading.Lock(),
+                        preallocate=True, keep_free_bytes=keep_free)
+    _put_until(w, 1, 2001)
+    w.close()
+    assert roomy.tries >= 1 and w.preallocated_segments >= 1
+    assert [r[0] for r in read_all(tmp_path / "roomy")] == list(range(1, 2001))
+
+
 def _preallocated_log_with_records(tmp_path) -> tuple[str, int]:
     """A log whose current segment is a preallocated one holding records, then zeros; the
     writer "crashes" (no close). Returns the segment's path and the last seq written."""

@@ -254,3 +254,33 @@ def test_no_room_for_a_new_segment_keeps_the_log_on_the_current_one():
     e2 = _open(fs, clock, min_free_bytes=0)
     assert [e2.get(b"k%d" % i) for i in range(3)] == [VALUE] * 3
     e2.close()
+
+
+def test_a_segment_left_half_preallocated_is_removed_before_the_replay_needs_its_room():
+    """A crash while the next segment was being zero-filled (D43) leaves next-segment.tmp,
+    which holds no records. The open removes it before the replay, so on a disk it filled
+    the replay's flush has that room: the node starts with every write, instead of
+    failing with ENOSPC until the operator finds and deletes a file that is not theirs."""
+    fs, clock = MemFileSystem(), FakeClock()
+    e = _open(fs, clock, min_free_bytes=0, memtable_bytes=64 * MiB, sync_mode="batch")
+    for i in range(2000):  # ~250 KiB, all in the commit log
+        e.put(b"k%05d" % i, VALUE)
+    log_dir = e._log_dir
+    e._closed = True  # the process dies: no flush, no close
+    e._bg.stop()
+    e._log._stop = True
+    e._log._wake.set()
+    e._log._thread.join()
+    if e._log._prep_thread is not None:
+        e._log._prep_thread.join()
+    prepared = fs.open_write(f"{log_dir}/{clf.PREPARED_NAME}")  # as the prep thread left it
+    prepared.write(bytes(4 * MiB))
+    prepared.sync()
+    fs.sync_dir(log_dir)
+    fs.crash()
+    fs.enforce_capacity = True
+    fs.capacity = _used(fs) + 64 * KiB  # the replay's table (~250 KiB) fits only without it
+    e2 = _open(fs, clock, min_free_bytes=0)
+    assert not fs.exists(f"{log_dir}/{clf.PREPARED_NAME}")
+    assert all(e2.get(b"k%05d" % i) == VALUE for i in range(2000))
+    e2.close()
