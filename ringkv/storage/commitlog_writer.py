@@ -27,7 +27,8 @@ swaps the pending list out, writes it to the current segment and (unless ``off``
 * with a ``scheduler`` (the simulator): no syncer thread; ``add_waiter`` defers one group
   commit covering every waiter so far, and periodic/off write-outs re-arm themselves.
 
-Preallocated segments (D43, ``preallocate_segments``; not under a scheduler): once the
+Preallocated segments (D43, ``preallocate_segments``; ``batch`` and ``periodic`` only, not
+under a scheduler): once the
 current segment is ``1/PREPARE_AT_FRACTION`` full, a short-lived thread writes the next
 one as ``PREPARED_NAME``, zero-filled to ``segment_bytes`` and synced; the roll writes its
 header, syncs it and renames it into place, and the log writes on over its zeros. An
@@ -134,8 +135,9 @@ class CommitLogWriter:
         self._segment_id = segment_id - 1
         self._file: Any = None
         # preallocated segments (D43): only on a file system that can make them, never
-        # under the simulator's scheduler (no threads there)
-        self._prealloc = (preallocate and scheduler is None
+        # under the simulator's scheduler (no threads there), and not in `off` mode: what
+        # they make cheaper is the fsync, which `off` never does
+        self._prealloc = (preallocate and sync_mode != "off" and scheduler is None
                           and hasattr(fs, "open_preallocated"))
         # preparing needs this much free first: the zeros, room for the rest of the current
         # segment, and the engine's free-space floor (D36), which the zeros must not breach

@@ -359,6 +359,18 @@ def test_the_next_segment_is_prepared_only_with_room_to_spare(tmp_path, keep_fre
     assert [r[0] for r in read_all(tmp_path / "roomy")] == list(range(1, 2001))
 
 
+def test_no_preallocation_without_fsyncs(tmp_path):
+    """`off` never fsyncs, and a cheaper fsync is all preallocation buys: there it would
+    only write each segment twice, so the log appends as without it."""
+    fs = _LittleFreeSpace(1 << 40)
+    w = CommitLogWriter(fs, str(tmp_path), 1, 0, "off", 10, SEG, threading.Lock(),
+                        preallocate=True)
+    _put_until(w, 1, 2001)
+    w.close()
+    assert len(_segments(tmp_path)) >= 3 and fs.tries == 0 and w.preallocated_segments == 0
+    assert [r[0] for r in read_all(tmp_path)] == list(range(1, 2001))
+
+
 def _preallocated_log_with_records(tmp_path) -> tuple[str, int]:
     """A log whose current segment is a preallocated one holding records, then zeros; the
     writer "crashes" (no close). Returns the segment's path and the last seq written."""
