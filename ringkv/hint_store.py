@@ -12,7 +12,9 @@ flags u16, crc32c u32`` of those 8 bytes, then records ``[len u32][crc32c u32][p
 with crc32c over the payload, payload = msgpack ``[created f64, skey bin, vs bin]``: the
 commit log's framing. A reader stops quietly at a torn tail (the last batch cut by a
 crash) but raises :class:`~ringkv.errors.Corruption` when a bad record has a valid record
-after it (acknowledged hints would be skipped) or the header is wrong.
+after it (acknowledged hints would be skipped) or the header is wrong, unless the bad
+record's span shows the zeros of blocks a power failure kept from the disk: the last
+write's, never acknowledged, so they end the segment like a torn tail (D44).
 
 Invariants:
 - ``write`` returns only after the records are fsync'd (and a new segment's directory
@@ -43,6 +45,7 @@ from crc32c import crc32c
 
 from ringkv import hints as policy
 from ringkv.errors import Corruption
+from ringkv.storage.commitlog_reader import unwritten_hole
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,16 @@ def decode_segment(data: bytes, path: str, target: str) -> list[Hint]:
         if payload is None:
             later = _next_valid(data, pos + 1)
             if later is not None:
-                raise Corruption(path, pos, f"bad hint record; a valid record follows at {later}")
+                # every write is synced before the next, so only a segment's last write can
+                # have lost blocks to a power failure, and none of its hints was acknowledged
+                hole = unwritten_hole(data, pos, later)
+                if hole is None:
+                    raise Corruption(path, pos, f"bad hint record; a valid record follows at {later}")
+                log.warning("hint segment %s: bad record at offset %d where the power failure "
+                            "lost blocks of the last write (zeros at offsets %d-%d, whole records "
+                            "after them): %d bytes ignored, none of them acknowledged",
+                            path, pos, hole[0], hole[1], end - pos)
+                break
             log.warning("hint segment %s: torn tail at offset %d, %d bytes ignored",
                         path, pos, end - pos)
             break

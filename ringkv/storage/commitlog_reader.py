@@ -15,7 +15,7 @@ lose blocks written after the last fsync while later blocks of the same writes r
 disk (the kernel writes dirty pages back in any order), leaving zeros where the lost
 blocks were with whole records after them. None of those records was acknowledged: the
 fsync that would have acknowledged one covers every block before it, the lost ones too.
-So a bad record whose span shows such a hole (see ``_unwritten_hole``) ends the replay
+So a bad record whose span shows such a hole (see ``unwritten_hole``) ends the replay
 like a torn tail, with a warning naming the hole and the bytes dropped after it
 (docs/decisions.md D44). Older segments were synced whole before the next one began, so
 there the rule holds without exception.
@@ -91,7 +91,7 @@ def _torn(path: str, data: bytes, pos: int, why: str, newest: bool) -> None:
     records_end = _records_end(data)
     later = _next_valid_record(data, pos + 1, records_end)
     if later is not None:
-        hole = _unwritten_hole(data, pos, later) if newest else None
+        hole = unwritten_hole(data, pos, later) if newest else None
         if hole is None:
             raise Corruption(path, pos, f"{why}; a valid record follows at offset {later}")
         log.warning("commit log %s: bad record at offset %d (%s) where the power failure lost "
@@ -111,9 +111,10 @@ def _records_end(data: bytes) -> int:
     return len(data.rstrip(b"\0"))
 
 
-def _unwritten_hole(data: bytes, pos: int, later: int) -> tuple[int, int] | None:
+def unwritten_hole(data: bytes, pos: int, later: int) -> tuple[int, int] | None:
     """The zeros a lost writeback left in the span of a bad record at ``pos`` (up to the
     next valid record at ``later``), as (start, end), or None if the span shows none.
+    (The hint store's segments share this framing and this rule, ringkv/hint_store.py.)
 
     Lost units are sector-aligned (BLOCK) and lie after the last completed fsync, which
     ended at a record boundary at or before ``pos``. So the hole is either a whole zero

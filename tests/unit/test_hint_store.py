@@ -8,6 +8,7 @@ import pytest
 
 from ringkv import hint_store as hs
 from ringkv.errors import Corruption
+from ringkv.storage.commitlog_reader import BLOCK
 from ringkv.testing.fs import MemFileSystem
 
 ROOT = "/data/hints"
@@ -90,6 +91,33 @@ def test_torn_tail_is_recovered():
     f.sync()
     store = open_store(fs)
     assert store.pending() == {"n2": 1}
+
+
+def test_lost_blocks_of_the_last_write_end_the_segment_like_a_torn_tail(caplog):
+    """A power failure kept a block of the last (unsynced, unacknowledged) write from the
+    disk while later blocks of it arrived (D44): the hints before the hole are kept, the
+    rest ignored, and the segment is not quarantined with the acknowledged hints in it."""
+    fs = MemFileSystem()
+    store = open_store(fs)
+    put(store, hint(i=0))  # acknowledged: synced on its own
+    big = [hs.Hint("n2", b"\0" * 8 + b"k%d" % i, b"v" * 300, 10.0) for i in range(1, 9)]
+    put(store, *big)  # the last write: ~2.7 KB, several blocks
+    [seg] = store.seal("n2")
+    data = bytearray(fs.read_all(seg.path))
+    lo = (hs.HEADER_SIZE + 400) // BLOCK * BLOCK + BLOCK  # a block inside the last write
+    data[lo:lo + BLOCK] = bytes(BLOCK)
+    with pytest.raises(Corruption):  # without the zeros' shape: corruption as before
+        broken = bytearray(data)
+        broken[lo] = 1
+        hs.decode_segment(bytes(broken), seg.path, "n2")
+    kept = hs.decode_segment(bytes(data), seg.path, "n2")
+    assert kept and kept[0].skey[8:] == b"k0" and len(kept) < 9
+    assert "none of them acknowledged" in caplog.text
+    f = fs.open_write(seg.path)
+    f.write(bytes(data))
+    f.sync()
+    store = open_store(fs)
+    assert store.pending() == {"n2": len(kept)} and store.stats()["hints_corrupt"] == 0
 
 
 def test_corrupt_record_before_a_valid_one_is_corruption():
