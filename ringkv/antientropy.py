@@ -212,7 +212,7 @@ class Session:
 
     def _valid(self, vs: bytes) -> bool:
         try:
-            versions.decode(vs)
+            versions.check(vs)
         except RingkvError:
             self.stats.invalid += 1
             return False

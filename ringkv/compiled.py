@@ -61,6 +61,7 @@ COMPILED: tuple[str, ...] = (
     "ringkv.storage.entry",
     "ringkv.storage.fs",
     "ringkv.storage.memtable",
+    "ringkv.storage.sstable_format",
     "ringkv.storage.sstable_reader",
     "ringkv.storage.sstable_writer",
 )

@@ -105,7 +105,7 @@ class Handoff:
         if type(skey) is not bytes or len(skey) < 9 or type(vs) is not bytes \
                 or type(target) is not str or not target:
             raise InvalidRequest("hint_put needs skey (bytes), vs (bytes), target (str)")
-        versions.decode(vs)
+        versions.check(vs)
         if target == self.node.node_id:  # we are the owner (ring views differ): just apply
             await self.node.engine.aput(skey, vs)
             self.node.moved_writes.after_apply(skey, vs)  # ... unless we gave the range up

@@ -40,6 +40,8 @@ import os
 import random
 from typing import Any, Callable
 
+import msgpack
+
 from ringkv import coordinator as co
 from ringkv import incarnation, peer_store, versions
 from ringkv import node_ops as ops
@@ -121,6 +123,9 @@ class Node(GossipShell, ReplicaHandlers):
         self._dc_of: dict[str, str] = {}
         self._reqs: dict[tuple, co.Requirement] = {}  # (level, replicas) -> requirement
         self._minting: dict[bytes, bytes] = {}
+        # the node's own Packer for the sets and contexts its puts mint (versions.encode):
+        # used on the event loop's thread only (a Packer is not thread-safe)
+        self._pack = msgpack.Packer().pack
         self._dot_floor = 0  # set by start() from data_dir/incarnation (D19)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._auth_warned: dict[str, float] = {}  # peer -> when to log its refusal again
@@ -288,7 +293,8 @@ class Node(GossipShell, ReplicaHandlers):
         if outcome.value is None:
             return {"values": [], "context": EMPTY_CONTEXT}
         vs = versions.decode(outcome.value)
-        return {"values": versions.values(vs), "context": versions.encode_context(vs[0])}
+        return {"values": versions.values(vs),
+                "context": versions.encode_context(vs[0], self._pack)}
 
     def _finish_get(self, out: asyncio.Future, done: asyncio.Future) -> None:
         try:
@@ -330,7 +336,7 @@ class Node(GossipShell, ReplicaHandlers):
         self.handoff.after_write(plan, skey, data)
         if not isinstance(outcome, co.Success):
             raise self._failed(outcome)
-        return versions.encode_context(new[0])
+        return versions.encode_context(new[0], self._pack)
 
     async def _put_sole_replica(self, lvl: co.Level, replicas: list[str], skey: bytes,
                                 ctx: dict[str, int] | None, value: bytes | None) -> bytes:
@@ -347,7 +353,7 @@ class Node(GossipShell, ReplicaHandlers):
                 del self._minting[skey]
         if durable is not None:
             await self._bounded(durable)
-        return versions.encode_context(new[0])
+        return versions.encode_context(new[0], self._pack)
 
     async def delete(self, key: object, context: object = None, level: object = None, *,
                      forwarded: bool = False) -> None:
@@ -538,7 +544,7 @@ class Node(GossipShell, ReplicaHandlers):
             raise Overloaded(f"key has {len(new[1])} siblings, over limits.max_siblings="
                              f"{self.limits.max_siblings}; resolve them with a put carrying "
                              "the context of a get")
-        data = versions.encode(new)
+        data = versions.encode(new, self._pack)
         self._minting[skey] = data
         return data, new
 

@@ -36,7 +36,7 @@ class ReplicaHandlers:
         skey, vs = _skey(body), body.get("vs")
         if type(vs) is not bytes:
             raise InvalidRequest("replica_put needs vs (bytes)")
-        versions.decode(vs)  # refuse a malformed set before it reaches the engine
+        versions.check(vs)  # refuse a malformed set before it reaches the engine
         self.counters["replica_put"] += 1
         durable = self.engine.aput_nowait(skey, vs)  # a plain future: no Task per write
         if not body.get("forwarded"):  # a range this node gave up: forward too (D23)
@@ -56,7 +56,7 @@ class ReplicaHandlers:
         items = body.get("items")
         if type(items) is not list or not items:
             raise InvalidRequest(f"{ops.BATCH_METHOD} needs items: a list of [skey, vs]")
-        aput_nowait, decode = self.engine.aput_nowait, versions.decode
+        aput_nowait, check = self.engine.aput_nowait, versions.check
         moved = None if body.get("forwarded") else self.moved_writes.after_apply  # D23
         failed = None
         applied = False
@@ -69,7 +69,7 @@ class ReplicaHandlers:
                 skey, vs = item
                 if type(skey) is not bytes or len(skey) < 9 or type(vs) is not bytes:
                     raise InvalidRequest("item needs skey (8-byte token + key) and vs (bytes)")
-                decode(vs)  # refuse a malformed set before it reaches the engine
+                check(vs)  # refuse a malformed set before it reaches the engine
                 aput_nowait(skey, vs, wait=False)  # one durability wait below, not one each
                 if moved is not None:
                     moved(skey, vs)

@@ -188,7 +188,7 @@ class Responder:
             if (type(item) is not list or len(item) != 2 or type(item[0]) is not bytes
                     or len(item[0]) < 9 or type(item[1]) is not bytes):
                 raise InvalidRequest("repair_put item must be [skey (bytes), vs (bytes)]")
-            versions.decode(item[1])  # refuse a malformed set before it reaches the engine
+            versions.check(item[1])  # refuse a malformed set before it reaches the engine
             checked.append((item[0], item[1]))
         await apply_items(self.engine_of(), checked)
         return {"applied": len(checked)}

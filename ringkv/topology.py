@@ -159,7 +159,7 @@ class TopologyManager:
             if (not isinstance(item, (list, tuple)) or len(item) != 2
                     or type(item[0]) is not bytes or len(item[0]) < 9 or type(item[1]) is not bytes):
                 raise InvalidRequest("stream_apply: each item is [skey (bytes), vs (bytes)]")
-            versions.decode(item[1])
+            versions.check(item[1])
             pairs.append((item[0], item[1]))
         await self._apply_local(pairs)
         return {}

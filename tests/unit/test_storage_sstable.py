@@ -190,6 +190,23 @@ def test_block_layout_records_key_width(tmp_path):
     assert list(zip(keys, entries)) == var
 
 
+def test_entry_sizes_counted_without_packing_match_msgpack():
+    """encode_data_block counts the (value, expire_at, base) entries of merge mode instead
+    of packing them twice: every shape must count what msgpack writes (a wrong count is
+    a RuntimeError at flush, refused before anything is written)."""
+    shapes = []
+    for n in (0, 1, 31, 32, 255, 256, 65535, 65536):
+        for expire in (None, 1.5e9):
+            for base in (True, False):
+                shapes += [(b"v" * n, expire, base), [b"v" * n, expire, base]]
+    shapes += [[b"v", 1.0, 1], [b"v", 7, False], [b"v", None], [b"v", None, True, 4]]  # packed
+    for entry in shapes:
+        assert fmt._packed_size(entry) == len(msgpack.packb(entry, use_bin_type=True)), entry
+    keys = [b"k%04d" % i for i in range(len(shapes))]
+    blk = fmt.parse_data_block("p", 0, fmt.encode_data_block(keys, shapes, False))
+    assert fmt.decode_data_block("p", 0, blk, 2)[1] == [list(e) for e in shapes]
+
+
 def write_v1_table(path, items, monkeypatch, compress=False):
     """A version-1 file, as the previous release wrote it."""
     def encode_v1(keys, entries, compress):

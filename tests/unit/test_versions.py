@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringkv import versions as v
 from ringkv.errors import Corruption, InvalidRequest
@@ -226,6 +228,7 @@ GARBAGE_SETS = [
     _pack([1, ["a", 1], ["a", 1, "str", 1.0]]),              # value not bytes
     _pack([1, ["a", 1], ["a", 1, b"x", 1]]),                 # int timestamp
     _pack([1, ["a", 2], ["a", 2, b"x", 1.0, "a", 1, b"y", 1.0]]),  # siblings not sorted
+    _pack([1, ["a", 1], ["a", 1, b"x", 1.0, "a", 1, b"y", 1.0]]),  # one dot twice
     _pack([1, ["a", 1], [["a"], 1, b"x", 1.0]]),             # unhashable node
     _pack([1, ["a", 1], ["a", 1, b"x"]]),                    # short sibling
     _pack([1, [], []]) + b"\x00",                            # trailing bytes
@@ -237,6 +240,45 @@ GARBAGE_SETS = [
 def test_decode_of_garbage_raises_invalid_request(data):
     with pytest.raises(InvalidRequest):
         v.decode(data)
+    with pytest.raises(InvalidRequest):  # the replicas' check refuses what decode refuses
+        v.check(data)
+
+
+def _some_sets() -> list[v.VersionSet]:
+    a = update(EMPTY, {}, "n1", b"x" * 300, 1.0)
+    b = update(a, v.context(a), "n1", None, 2.0)
+    c = join(b, update(EMPTY, {"n1": 1}, "n2", b"", 3.0))
+    d = join(c, update(EMPTY, {}, "n3", b"z", 4.0))
+    return [EMPTY, a, b, c, d, v.VersionSet({"n1": 5}, ())]
+
+
+def test_encode_is_the_same_with_a_reused_packer():
+    """The node encodes with its own msgpack.Packer: the bytes must not change, the
+    encoding being canonical (equal sets, equal bytes) across nodes and versions."""
+    pack = msgpack.Packer().pack
+    for vs in _some_sets():
+        flat_vv = [x for node in sorted(vs.vv) for x in (node, vs.vv[node])]
+        flat_sib = [x for s in vs.siblings for x in s]
+        reference = msgpack.packb([v.FORMAT, flat_vv, flat_sib])
+        assert v.encode(vs) == v.encode(vs, pack) == reference
+        assert v.encode_context(vs.vv, pack) == v.encode_context(vs.vv) == msgpack.packb(
+            [v.FORMAT, flat_vv])
+        v.check(reference)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(range(6)), st.integers(0, 400), st.integers(0, 255))
+def test_check_refuses_exactly_what_decode_refuses(which, at, byte):
+    """A replica's ``check`` and ``decode`` agree on every damaged encoding."""
+    data = bytearray(v.encode(_some_sets()[which]))
+    data[at % len(data)] = byte
+    try:
+        v.decode(bytes(data))
+    except InvalidRequest:
+        with pytest.raises(InvalidRequest):
+            v.check(bytes(data))
+    else:
+        v.check(bytes(data))
 
 
 @pytest.mark.parametrize("data", [b"", b"\xff\xff", _pack([1, ["a"]]), _pack([1, ["a", -1]]),
