@@ -45,9 +45,10 @@ class WritePlan:
     missing: tuple[str, ...] = ()
 
     @property
-    def stand_in_of(self) -> dict[str, str]:
-        """Owner -> the node that stores its hint for this write."""
-        return dict(self.stand_ins)
+    def stand_in_of(self) -> dict[str, str] | None:
+        """Owner -> the node that stores its hint for this write; None if there is none
+        (every home replica up: the usual case, on every write)."""
+        return dict(self.stand_ins) if self.stand_ins else None
 
     def counts(self, node: str) -> bool:
         """True if ``node`` (a home replica) will ack: alive, or stood in for."""
