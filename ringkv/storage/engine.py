@@ -558,7 +558,7 @@ class Engine:
         if fut is not None:
             await fut
 
-    def aput_nowait(self, key: bytes, value: bytes, *, base: bool = False,
+    def aput_nowait(self, key: bytes, value: bytes, base: bool = False,
                     wait: bool = True) -> Optional[asyncio.Future]:
         """:meth:`aput` without a coroutine (the hot path): the write is applied now, from
         the event loop; returns None if it is already durable, else a future (result

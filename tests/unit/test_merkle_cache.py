@@ -88,8 +88,11 @@ def test_every_write_method_is_noted():
         def delete(self, k):
             calls.append("delete")
 
-        def aput_nowait(self, k, v, **kw):
-            calls.append("aput_nowait" + "".join(f" {n}={v}" for n, v in kw.items()))
+        def aput_nowait(self, k, v, base=False, wait=True):
+            calls.append(f"aput_nowait base={base} wait={wait}")
+
+        def durable_nowait(self):
+            return None
 
         async def aput(self, k, v, **kw):
             calls.append("aput")
@@ -102,12 +105,12 @@ def test_every_write_method_is_noted():
     pos = t.mark()
     te.put(skey(1 << SEGMENT_SHIFT), b"")
     te.delete(skey(2 << SEGMENT_SHIFT))
-    te.aput_nowait(skey(3 << SEGMENT_SHIFT), b"", base=True)  # keyword arguments pass through
+    te.aput_nowait(skey(3 << SEGMENT_SHIFT), b"", base=True)  # the options pass through
     with pytest.raises(OSError):
         asyncio.run(te.aput(skey(4 << SEGMENT_SHIFT), b""))
     asyncio.run(te.adelete(skey(5 << SEGMENT_SHIFT)))
     te.put(skey(5 << SEGMENT_SHIFT | 7), b"")  # same segment, same epoch: one journal entry
-    assert calls == ["put", "delete", "aput_nowait base=True", "aput", "adelete", "put"]
+    assert calls == ["put", "delete", "aput_nowait base=True wait=True", "aput", "adelete", "put"]
     assert t.changed_since(pos) == [1, 2, 3, 4, 5] and len(t.journal) == 5
     assert te.get(b"x") is None  # reads pass through
 
