@@ -10,6 +10,10 @@ in one process and one run, per call:
 - the full join it replaces, ``encode(join(decode(older), decode(newer)))``,
 - ``merge_bytes`` on two concurrent writes (siblings: no shortcut applies, so the full
   join runs, after the shortcut's checks),
+- a replica's check of the set it receives: ``decode`` (what replicas ran before
+  2026-12-08) and ``check`` (what they run since: the same checks, no set built),
+- ``encode`` of the coordinator's new set with ``msgpack.packb`` and with a reused
+  ``msgpack.Packer`` (what a node passes),
 
 for a key written at three replicas in turn (a 3-entry vv) and 100-byte values, and prints
 the ratios. Which build runs (compiled or source) is printed first.
@@ -23,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+import msgpack
 
 from ringkv import compiled
 from ringkv import versions as v
@@ -71,12 +77,32 @@ def main() -> None:
         "full_join_us": per_call_us(full, a.calls),
         "siblings_us": per_call_us(lambda: v.merge_bytes(stored, concurrent), a.calls),
     }
+    new_vs = v.decode(nxt)
+    out["decode_us"] = per_call_us(lambda: v.decode(nxt), a.calls)
+    if hasattr(v, "check"):  # absent in builds before 2026-12-08
+        out["check_us"] = per_call_us(lambda: v.check(nxt), a.calls)
+    out["encode_us"] = per_call_us(lambda: v.encode(new_vs), a.calls)
+    try:
+        pack = msgpack.Packer().pack
+        v.encode(new_vs, pack)
+    except TypeError:  # builds before 2026-12-08: no pack argument
+        pass
+    else:
+        out["encode_packer_us"] = per_call_us(lambda: v.encode(new_vs, pack), a.calls)
     print(f"ringkv.versions: {build}")
     print(f"merge_bytes, next write of the key (shortcut): {out['shortcut_us']:6.2f} us")
     print(f"encode(join(decode, decode)), the same merge: {out['full_join_us']:6.2f} us"
           f"  ({out['full_join_us'] / out['shortcut_us']:.2f}x the shortcut)")
     print(f"merge_bytes, concurrent writes (full join):   {out['siblings_us']:6.2f} us"
           f"  ({out['siblings_us'] / out['full_join_us']:.2f}x the bare full join)")
+    print(f"decode, a replica's check before 2026-12-08:  {out['decode_us']:6.2f} us")
+    if "check_us" in out:
+        print(f"check, a replica's check since:              {out['check_us']:6.2f} us"
+              f"  ({out['check_us'] / out['decode_us']:.2f}x decode)")
+    print(f"encode of the next write's set (packb):       {out['encode_us']:6.2f} us")
+    if "encode_packer_us" in out:
+        print(f"encode with a reused Packer (the node's):     {out['encode_packer_us']:6.2f} us"
+              f"  ({out['encode_packer_us'] / out['encode_us']:.2f}x packb)")
     print(json.dumps({k: round(x, 3) if isinstance(x, float) else x for k, x in out.items()}))
 
 
