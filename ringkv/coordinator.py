@@ -195,7 +195,8 @@ class Success:
     """The requirement was met. ``value`` is the joined version set for reads.
 
     A slotted class, not a dataclass: one is made per request, and a frozen dataclass's
-    ``__init__`` cost about three times as much. Treat as immutable."""
+    ``__init__`` (``object.__setattr__`` per field) costs several times more. Treat as
+    immutable."""
 
     __slots__ = ("received", "value")
 

@@ -108,7 +108,7 @@ def _noting(aput_nowait: Any, tracker: WriteTracker) -> Any:
     """The engine's ``aput_nowait`` (applied now; a future for durability), then the
     segment noted: ``touch`` inlined with every name a local, since this runs on every
     replica and coordinator write. Its options are passed on by position: forwarding
-    them as ``**kw`` built a dict per write and cost about a fifth of the write itself."""
+    them as ``**kw`` built a dict per write, a cost out of proportion to the write."""
     def tracked_aput_nowait(key: bytes, value: bytes, base: bool = False, wait: bool = True,
                             _apply: Any = aput_nowait, _t: WriteTracker = tracker,
                             _u: Any = _u32) -> Any:

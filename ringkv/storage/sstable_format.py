@@ -82,7 +82,7 @@ def _packed_size(entry: Any) -> int:
     if cls is float:
         return 9
     # (value, expire_at, base): in merge mode nearly every entry (entry.py), so counted
-    # here rather than packed a second time (packing it was ~3/4 of a flushed entry's
+    # here rather than packed a second time (packing it was most of a flushed entry's
     # cost); any other shape is packed. encode_data_block checks the sum either way.
     if (cls is tuple or cls is list) and len(entry) == 3:  # type: ignore[arg-type]
         value, expire, base = entry  # type: ignore[misc]
