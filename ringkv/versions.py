@@ -177,20 +177,24 @@ def encode(vs: VersionSet, pack: Callable[[Any], bytes] = msgpack.packb) -> byte
     """Compact, deterministic bytes for a set. ``pack``: ``msgpack.packb`` or the ``pack``
     of a ``msgpack.Packer`` the caller reuses (packb makes and frees a Packer on every
     call; a Packer is not thread-safe, so only its own thread may pass it)."""
-    vv, sibs = vs
-    if len(vv) == 1:  # one writer so far, one sibling: the common shapes, without loops
-        flat_vv: Any = (*vv.items(),)[0]
-    else:
-        flat_vv = []
-        for node in sorted(vv):
-            flat_vv += (node, vv[node])
-    if len(sibs) == 1:
+    sibs = vs[1]
+    if len(sibs) == 1:  # one sibling: the common case, without a loop
         flat_sib: Any = sibs[0]  # msgpack packs a tuple as the array it is
     else:
         flat_sib = []
         for s in sibs:
             flat_sib += s
-    return pack([FORMAT, flat_vv, flat_sib])
+    return pack([FORMAT, _flat_vv(vs[0]), flat_sib])
+
+
+def _flat_vv(vv: VersionVector) -> Any:
+    """[node, counter, ...] sorted by node (a tuple for one writer, the common case)."""
+    if len(vv) == 1:
+        return (*vv.items(),)[0]
+    flat: list[Any] = []
+    for node in sorted(vv):
+        flat += (node, vv[node])
+    return flat
 
 
 def decode(data: bytes) -> VersionSet:
@@ -289,12 +293,7 @@ def _check_siblings(flat: list[Any], vv: VersionVector) -> None:
 
 def encode_context(vv: VersionVector, pack: Callable[[Any], bytes] = msgpack.packb) -> bytes:
     """The opaque context token handed to clients (``pack`` as for :func:`encode`)."""
-    if len(vv) == 1:
-        return pack([FORMAT, (*vv.items(),)[0]])
-    flat: list[Any] = []
-    for node in sorted(vv):
-        flat += (node, vv[node])
-    return pack([FORMAT, flat])
+    return pack([FORMAT, _flat_vv(vv)])
 
 
 def decode_context(data: bytes) -> VersionVector:
